@@ -1,0 +1,30 @@
+//! kollate: turns the Kubernetes Event firehose into something people can act on.
+//!
+//! A pipeline of named sources, transforms and sinks declared in a TOML file
+//! (Vector-style), carrying batches of one event model, with acknowledgements flowing
+//! from sinks back to sources so checkpoints only ever pass delivered events.
+//!
+//! # Layout
+//!
+//! - [`event`]: the one event model both Event APIs decode into, and its JSON schema.
+//! - [`format`]: reading events from bytes: JSON Lines, lists, watch streams, YAML.
+//! - [`config`]: the TOML pipeline file, interpolation and validation with line:column errors.
+//! - [`condition`]: event conditions shared by `classify` rules and `filter`.
+//! - [`batch`]: batches and the acknowledgement path from sinks back to sources.
+//! - [`topology`]: channels, tasks, backpressure, shutdown.
+//! - [`generate`]: a deterministic generator of realistic event streams (examples, benchmarks).
+//! - [`metrics`]: per-component counters and the run summary.
+//! - [`sources`], [`transforms`], [`sinks`]: one component per file, the TOML `type` is the
+//!   module name.
+
+pub mod batch;
+pub mod condition;
+pub mod config;
+pub mod event;
+pub mod format;
+pub mod generate;
+pub mod metrics;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
+pub mod transforms;

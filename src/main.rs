@@ -1,0 +1,272 @@
+//! The `kollate` command line: run a pipeline, or validate its config.
+//!
+//! Exit codes: 0 success; 1 the pipeline failed while running; 2 bad command line;
+//! 78 the config is invalid (every problem is printed, with file:line:column and key).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use kollate::config::{Config, DEFAULT_CONFIG_PATH};
+use kollate::generate::{GenerateOptions, generate};
+use kollate::metrics::Registry;
+use kollate::topology::Running;
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit code for an invalid config (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+/// kollate: classify, aggregate, correlate, keep and ship Kubernetes Events.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such as `kollate=debug`.
+    #[arg(long, default_value = "info", env = "KOLLATE_LOG", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline until its inputs end or it is told to stop (SIGINT/SIGTERM).
+    Run {
+        /// The pipeline file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG_PATH, env = "KOLLATE_CONFIG")]
+        config: PathBuf,
+        /// Do not show the progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Write a deterministic, realistic stream of core/v1 Events as JSON Lines to stdout.
+    Generate {
+        /// Number of events.
+        #[arg(long, default_value_t = 5_000)]
+        events: u64,
+        /// Random seed (the same seed gives the same bytes).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Average events per second of event time.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Deployments the workload is spread over (more gives more distinct objects).
+        #[arg(long, default_value_t = 40)]
+        deployments: u32,
+        /// Only core/v1 Events (by default a fifth are events.k8s.io/v1).
+        #[arg(long)]
+        core_only: bool,
+    },
+    /// Check a pipeline file and report every problem in it.
+    Validate {
+        /// The pipeline file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG_PATH, env = "KOLLATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let command = cli.command.unwrap_or(Command::Run {
+        config: DEFAULT_CONFIG_PATH.into(),
+        no_progress: false,
+    });
+    match command {
+        Command::Validate { config } => validate(&config),
+        Command::Generate {
+            events,
+            seed,
+            rate,
+            deployments,
+            core_only,
+        } => {
+            let opts = GenerateOptions {
+                events,
+                seed,
+                rate,
+                deployments,
+                mixed_apis: !core_only,
+                ..GenerateOptions::default()
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            match generate(&opts, &mut out).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write events: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            config,
+            no_progress,
+        } => match run(&config, no_progress) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("warning: invalid --log-level `{level}` ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}: OK ({} sources, {} transforms, {} sinks)",
+                path.display(),
+                config.sources.len(),
+                config.transforms.len(),
+                config.sinks.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(path: &std::path::Path, no_progress: bool) -> anyhow::Result<ExitCode> {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "Config warning.");
+    }
+    let replay_bytes: Option<u64> = config.sources.values().all(|s| s.is_replay()).then(|| {
+        config
+            .sources
+            .values()
+            .filter_map(|s| s.input_bytes())
+            .sum()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let started = Instant::now();
+        let running = Running::start(config)?;
+        let metrics = running.metrics.clone();
+        let shutdown = running.shutdown_token();
+        tokio::spawn(handle_signals(shutdown));
+        let progress = (!no_progress && std::io::stderr().is_terminal())
+            .then_some(replay_bytes)
+            .flatten()
+            .map(|total| {
+                let stop = CancellationToken::new();
+                (
+                    stop.clone(),
+                    tokio::spawn(show_progress(metrics.clone(), total, stop)),
+                )
+            });
+        let result = running.wait().await;
+        if let Some((stop, task)) = progress {
+            stop.cancel();
+            let _ = task.await;
+        }
+        eprint!("{}", metrics.summary());
+        let secs = started.elapsed().as_secs_f64();
+        let events = metrics.total("source", |c| &c.events_out);
+        eprintln!(
+            "{events} events in {secs:.2}s ({:.0} events/s)",
+            events as f64 / secs.max(1e-9)
+        );
+        match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("error: pipeline failed: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+/// First SIGINT/SIGTERM: drain and stop. Second: stop now.
+async fn handle_signals(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let next = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { term.as_mut().expect("guarded").recv().await }, if term.is_some() => {}
+        }
+    };
+    next.await;
+    tracing::info!("Shutting down: draining the pipeline (signal again to stop at once).");
+    shutdown.cancel();
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("Stopped without draining.");
+    std::process::exit(130);
+}
+
+/// A progress bar over the bytes of the files being replayed, with events per second.
+async fn show_progress(metrics: Arc<Registry>, total: u64, stop: CancellationToken) {
+    let bar = ProgressBar::new(total.max(1));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.cancelled() => break,
+        }
+        let events = metrics.total("source", |c| &c.events_out);
+        let bytes = metrics.total("source", |c| &c.bytes);
+        let now = Instant::now();
+        let rate = (events - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, events);
+        bar.set_position(bytes);
+        bar.set_message(format!("{events} events, {rate:.0}/s"));
+    }
+    bar.finish_and_clear();
+}

@@ -1,0 +1,59 @@
+//! Sinks: where events go.
+//!
+//! | type | module | writes |
+//! |---|---|---|
+//! | `file` | [`file`] | JSON Lines, templated paths, rotation, fsync policy |
+//! | `console` | [`console`] | human-readable lines or JSON on stdout/stderr |
+
+pub mod console;
+pub mod file;
+
+use serde::Deserialize;
+use toml::de::ValueDeserializer;
+
+use crate::topology::{BuildError, SinkContext, Task};
+
+/// The config of any sink, by `type`.
+#[derive(Debug)]
+pub enum SinkConfig {
+    /// `type = "file"`.
+    File(file::FileSinkConfig),
+    /// `type = "console"`.
+    Console(console::ConsoleSinkConfig),
+}
+
+impl SinkConfig {
+    /// Every sink `type`.
+    pub const TYPES: &[&str] = &["file", "console"];
+
+    /// Deserialises the options of a sink of type `ty`; `None` for an unknown type.
+    pub(crate) fn parse(
+        ty: &str,
+        de: ValueDeserializer<'_>,
+    ) -> Result<Option<Self>, toml::de::Error> {
+        Ok(Some(match ty {
+            "file" => SinkConfig::File(file::FileSinkConfig::deserialize(de)?),
+            "console" => SinkConfig::Console(console::ConsoleSinkConfig::deserialize(de)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The `type` value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkConfig::File(_) => "file",
+            SinkConfig::Console(_) => "console",
+        }
+    }
+
+    /// Builds the sink's task.
+    ///
+    /// # Errors
+    /// Options that cannot work (e.g. a malformed path template).
+    pub fn build(&self, ctx: SinkContext) -> Result<Task, BuildError> {
+        match self {
+            SinkConfig::File(c) => c.build(ctx),
+            SinkConfig::Console(c) => c.build(ctx),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Sources: where events come from.
+//!
+//! | type | module | reads |
+//! |---|---|---|
+//! | `file` | [`file`] | files and globs, every on-disk shape; follow and replay |
+//! | `stdin` | [`file`] | the same shapes from standard input |
+
+mod emit;
+pub mod file;
+
+pub use emit::{ReadError, Replay};
+
+use serde::Deserialize;
+use toml::de::ValueDeserializer;
+
+use crate::topology::{BuildError, SourceContext, Task};
+
+/// The config of any source, by `type`.
+#[derive(Debug)]
+pub enum SourceConfig {
+    /// `type = "file"`.
+    File(file::FileSourceConfig),
+    /// `type = "stdin"`.
+    Stdin(file::StdinSourceConfig),
+}
+
+impl SourceConfig {
+    /// Every source `type`.
+    pub const TYPES: &[&str] = &["file", "stdin"];
+
+    /// Deserialises the options of a source of type `ty`; `None` for an unknown type.
+    pub(crate) fn parse(
+        ty: &str,
+        de: ValueDeserializer<'_>,
+    ) -> Result<Option<Self>, toml::de::Error> {
+        Ok(Some(match ty {
+            "file" => SourceConfig::File(file::FileSourceConfig::deserialize(de)?),
+            "stdin" => SourceConfig::Stdin(file::StdinSourceConfig::deserialize(de)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The `type` value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Stdin(_) => "stdin",
+        }
+    }
+
+    /// True when the source reads a finite input as fast as it can (progress is meaningful).
+    pub fn is_replay(&self) -> bool {
+        match self {
+            SourceConfig::File(c) => !c.follow,
+            SourceConfig::Stdin(_) => false,
+        }
+    }
+
+    /// Bytes of input known in advance (the files a replay will read), for progress.
+    pub fn input_bytes(&self) -> Option<u64> {
+        match self {
+            SourceConfig::File(c) => Some(c.input_bytes()),
+            SourceConfig::Stdin(_) => None,
+        }
+    }
+
+    /// Builds the source's task.
+    ///
+    /// # Errors
+    /// Options that cannot work (e.g. a malformed glob).
+    pub fn build(&self, ctx: SourceContext) -> Result<Task, BuildError> {
+        match self {
+            SourceConfig::File(c) => c.build(ctx),
+            SourceConfig::Stdin(c) => c.build(ctx),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Transforms: what happens to events between sources and sinks.
+//!
+//! | type | module | does |
+//! |---|---|---|
+//! | `classify` | [`classify`] | severity and category from user rules and built-in knowledge |
+//! | `aggregate` | [`aggregate`] | one event per group of similar events per window |
+//! | `filter` | [`filter`] | keeps or drops events by condition |
+
+pub mod aggregate;
+pub mod classify;
+pub mod filter;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::de::ValueDeserializer;
+
+use crate::metrics::ComponentMetrics;
+use crate::topology::{BuildError, Transform};
+
+/// The config of any transform, by `type`.
+#[derive(Debug)]
+pub enum TransformConfig {
+    /// `type = "classify"`.
+    Classify(classify::ClassifyTransformConfig),
+    /// `type = "aggregate"`.
+    Aggregate(aggregate::AggregateTransformConfig),
+    /// `type = "filter"`.
+    Filter(Box<filter::FilterTransformConfig>),
+}
+
+impl TransformConfig {
+    /// Every transform `type`.
+    pub const TYPES: &[&str] = &["classify", "aggregate", "filter"];
+
+    /// Deserialises the options of a transform of type `ty`; `None` for an unknown type.
+    pub(crate) fn parse(
+        ty: &str,
+        de: ValueDeserializer<'_>,
+    ) -> Result<Option<Self>, toml::de::Error> {
+        Ok(Some(match ty {
+            "classify" => {
+                TransformConfig::Classify(classify::ClassifyTransformConfig::deserialize(de)?)
+            }
+            "aggregate" => {
+                TransformConfig::Aggregate(aggregate::AggregateTransformConfig::deserialize(de)?)
+            }
+            "filter" => {
+                TransformConfig::Filter(Box::new(filter::FilterTransformConfig::deserialize(de)?))
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The `type` value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TransformConfig::Classify(_) => "classify",
+            TransformConfig::Aggregate(_) => "aggregate",
+            TransformConfig::Filter(_) => "filter",
+        }
+    }
+
+    /// Builds the running transform.
+    ///
+    /// # Errors
+    /// Options that cannot work.
+    pub fn build(
+        &self,
+        _id: &str,
+        metrics: &Arc<ComponentMetrics>,
+    ) -> Result<Box<dyn Transform>, BuildError> {
+        Ok(match self {
+            TransformConfig::Classify(c) => Box::new(c.build()),
+            TransformConfig::Aggregate(c) => Box::new(c.build(metrics.clone())),
+            TransformConfig::Filter(c) => Box::new(c.build(metrics.clone())),
+        })
+    }
+}
