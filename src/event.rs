@@ -139,7 +139,11 @@ pub struct Series {
     /// Occurrences in the series so far.
     pub count: u64,
     /// When the last occurrence was observed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub last_observed: Option<Timestamp>,
 }
 
@@ -153,10 +157,18 @@ pub struct Aggregation {
     /// Distinct event objects (uids) that fed the group.
     pub events: u64,
     /// Earliest occurrence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub first_seen: Option<Timestamp>,
     /// Latest occurrence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub last_seen: Option<Timestamp>,
     /// Up to three distinct sample messages.
     pub samples: Vec<String>,
@@ -200,7 +212,7 @@ pub struct Event {
     pub object: ObjectRef,
     /// A secondary object (`related`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub related: Option<ObjectRef>,
+    pub related: Option<Box<ObjectRef>>,
     /// Who reported it (`reportingController` / `reportingComponent` / `source.component`).
     #[serde(default, skip_serializing_if = "Str::is_empty")]
     pub reporting_controller: Str,
@@ -213,19 +225,35 @@ pub struct Event {
     /// Occurrences this object stands for (`count` / `deprecatedCount` / `series.count`; at least 1).
     pub count: u64,
     /// First occurrence (`firstTimestamp` / `deprecatedFirstTimestamp`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub first_timestamp: Option<Timestamp>,
     /// Last occurrence (`lastTimestamp` / `deprecatedLastTimestamp`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub last_timestamp: Option<Timestamp>,
     /// Microsecond-precision time of the first occurrence (`eventTime`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub event_time: Option<Timestamp>,
     /// The series, when the event is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series: Option<Series>,
     /// When the latest occurrence happened: the best of the times above.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
     pub timestamp: Option<Timestamp>,
     /// Severity from the `classify` transform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,8 +275,9 @@ pub struct Event {
 impl Event {
     /// Encodes the event as one line of JSON (without the newline) onto `out`.
     pub fn encode_json(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot fail, and every field serialises infallibly.
-        serde_json::to_writer(out, self).expect("event serialisation is infallible");
+        // Writing to a Vec cannot fail, and every field serialises infallibly. sonic-rs
+        // escapes strings with SIMD: the encoder is a third of the per-event cost otherwise.
+        sonic_rs::to_writer(out, self).expect("event serialisation is infallible");
     }
 
     /// The occurrence count a recurrence is measured by.
@@ -496,7 +525,7 @@ impl RawEvent<'_> {
             combined,
             action: self.action,
             object: object.map(ObjectRef::from).unwrap_or_default(),
-            related: self.related.map(ObjectRef::from),
+            related: self.related.map(|r| Box::new(r.into())),
             reporting_controller,
             reporting_instance: self.reporting_instance,
             host,
@@ -623,6 +652,64 @@ fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
     d.deserialize_any(V)
 }
 
+/// Formats a timestamp as RFC 3339 in UTC (`2024-01-02T03:04:05Z`, with as many fractional
+/// digits as it has: milli-, micro- or nanoseconds), the way Kubernetes writes them.
+///
+/// Written by hand into a stack buffer: going through `Display` costs an escape pass per
+/// fragment in the JSON encoder, a tenth of the whole pipeline's time.
+pub fn format_time(t: &Timestamp, buf: &mut [u8; 40]) -> usize {
+    use chrono::Timelike;
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        let text = t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        return n;
+    }
+    let mut put = |at: usize, value: u32, digits: usize| {
+        let mut v = value;
+        for i in (0..digits).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    let nanos = t.nanosecond() % 1_000_000_000;
+    let (frac, digits) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    let mut len = 19;
+    if digits > 0 {
+        put(20, frac, digits);
+        buf[19] = b'.';
+        len = 20 + digits;
+    }
+    for (i, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        buf[i] = sep;
+    }
+    buf[len] = b'Z';
+    len + 1
+}
+
+fn ser_time<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => {
+            let mut buf = [0u8; 40];
+            let n = format_time(t, &mut buf);
+            s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+        }
+        None => s.serialize_none(),
+    }
+}
+
 /// Parses an RFC 3339 timestamp of any precision; Go's zero time and junk become `None`.
 pub fn parse_time(s: &str) -> Option<Timestamp> {
     let t = DateTime::parse_from_rfc3339(s.trim())
@@ -747,6 +834,22 @@ mod tests {
             decode_json(br#"{"foo":1}"#),
             Err(DecodeError::Empty.to_string())
         );
+    }
+
+    #[test]
+    fn timestamps_format_like_kubernetes() {
+        for text in [
+            "2017-11-03T03:21:47Z",
+            "2021-06-21T02:29:36.467694Z",
+            "2024-01-01T00:09:00.5Z",
+            "2024-02-29T23:59:59.000000001Z",
+        ] {
+            let t = parse_time(text).unwrap();
+            let mut buf = [0u8; 40];
+            let n = format_time(&t, &mut buf);
+            let ours = std::str::from_utf8(&buf[..n]).unwrap();
+            assert_eq!(ours, t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        }
     }
 
     #[test]

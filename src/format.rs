@@ -262,7 +262,17 @@ impl<R: BufRead> Reader<R> {
             return;
         }
         if trimmed[0] == b'{' {
-            // Fast path: one line, one object, decoded in place.
+            // Fast path: one line, one event, decoded in place with SIMD. Anything it does
+            // not take (lists, whose raw items only serde_json can borrow; errors, which
+            // serde_json classifies) goes the general way.
+            if let Ok(raw) = sonic_rs::from_slice::<RawEvent<'_>>(trimmed)
+                && raw.items.is_none()
+            {
+                self.frame_line = line_no;
+                self.handle_raw(raw, trimmed, out);
+                self.commit();
+                return;
+            }
             match serde_json::from_slice::<RawEvent<'_>>(trimmed) {
                 Ok(raw) => {
                     self.frame_line = line_no;

@@ -169,13 +169,30 @@ impl<P: Clone> Emitter<P> {
         &self.ctx
     }
 
-    /// Handles decoded items from `input`. Batches filled here are acknowledged at `safe`,
-    /// a position before every item of this call (items after it are not yet covered).
+    /// A reader callback feeding [`Emitter::handle`]; the first error is kept in `failed`
+    /// and everything after it ignored.
+    pub fn feed<'a>(
+        &'a mut self,
+        input: &'a str,
+        safe: &'a P,
+        failed: &'a mut Option<ReadError>,
+    ) -> impl FnMut(Decoded) + 'a {
+        move |item| {
+            if failed.is_none()
+                && let Err(e) = self.handle(item, input, safe)
+            {
+                *failed = Some(e);
+            }
+        }
+    }
+
+    /// Handles one decoded item from `input`. Batches filled here are acknowledged at
+    /// `safe`, a position before the item (what follows it is not yet covered).
     ///
     /// # Errors
     /// Bad input with `on_error = "fail"`; downstream gone.
-    pub fn handle(&mut self, items: Vec<Decoded>, input: &str, safe: &P) -> Result<(), ReadError> {
-        for item in items {
+    pub fn handle(&mut self, item: Decoded, input: &str, safe: &P) -> Result<(), ReadError> {
+        {
             match item {
                 Decoded::Event(event, _) => {
                     ComponentMetrics::add(&self.ctx.metrics.events_in, 1);

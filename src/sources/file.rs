@@ -152,20 +152,23 @@ fn read_stdin(ctx: SourceContext, opts: ReadOptions) -> Result<(), ReadError> {
         input: "stdin".into(),
         source,
     };
+    let mut failed = None;
     loop {
-        let mut items = Vec::new();
         let n = reader
-            .read_available(&mut |d| items.push(d))
+            .read_available(&mut emitter.feed("stdin", &(), &mut failed))
             .map_err(read_failed)?;
         ComponentMetrics::add(&emitter.metrics().bytes, n as u64);
-        emitter.handle(items, "stdin", &())?;
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
         if n == 0 || emitter.stopping() {
             break;
         }
     }
-    let mut items = Vec::new();
-    reader.finish(&mut |d| items.push(d));
-    emitter.handle(items, "stdin", &())?;
+    reader.finish(&mut emitter.feed("stdin", &(), &mut failed));
+    if let Some(e) = failed.take() {
+        return Err(e);
+    }
     let sent = emitter.flush(());
     emitter.close(|()| {});
     sent
@@ -389,25 +392,30 @@ impl OpenFile {
 
     /// Reads one chunk; returns bytes read.
     fn read_chunk(&mut self, emitter: &mut Emitter<FilePosition>) -> Result<usize, ReadError> {
-        let mut items = Vec::new();
+        let mut failed = None;
         let n = self
             .reader
-            .read_available(&mut |d| items.push(d))
+            .read_available(&mut emitter.feed(&self.name, &self.safe, &mut failed))
             .map_err(|source| ReadError::ReadFailed {
                 input: self.name.to_string(),
                 source,
             })?;
         ComponentMetrics::add(&emitter.metrics().bytes, n as u64);
-        emitter.handle(items, &self.name, &self.safe)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.safe = self.position();
         Ok(n)
     }
 
     /// Handles what is left at the end of a file that will not grow.
     fn finish(&mut self, emitter: &mut Emitter<FilePosition>) -> Result<(), ReadError> {
-        let mut items = Vec::new();
-        self.reader.finish(&mut |d| items.push(d));
-        emitter.handle(items, &self.name, &self.safe)?;
+        let mut failed = None;
+        self.reader
+            .finish(&mut emitter.feed(&self.name, &self.safe, &mut failed));
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.safe = self.position();
         emitter.flush(self.safe.clone())
     }
