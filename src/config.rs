@@ -647,11 +647,48 @@ fn check_graph(
 }
 
 /// Replaces `${VAR}`, `${VAR:-default}` (default when unset or empty) and
-/// `${VAR-default}` (default when unset); `$$` is a literal `$`.
+/// `${VAR-default}` (default when unset); `$$` is a literal `$`. Comments are left alone,
+/// so documentation may mention `${VAR}`.
 fn interpolate(raw: &str, env: &dyn Fn(&str) -> Option<String>, c: &mut Collector<'_>) -> String {
     let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
     let mut offset = 0;
+    for line in raw.split_inclusive('\n') {
+        let code = &line[..comment_start(line)];
+        interpolate_text(code, offset, env, c, &mut out);
+        out.push_str(&line[code.len()..]);
+        offset += line.len();
+    }
+    out
+}
+
+/// Byte index where a line's `#` comment starts (outside quoted strings), or its length.
+fn comment_start(line: &str) -> usize {
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, ch) in line.char_indices() {
+        match (quote, ch) {
+            (Some('"'), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), ch) if ch == q && !escaped => quote = None,
+            (None, '"' | '\'') => quote = Some(ch),
+            (None, '#') => return i,
+            _ => {}
+        }
+        escaped = false;
+    }
+    line.len()
+}
+
+fn interpolate_text(
+    text: &str,
+    mut offset: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+    c: &mut Collector<'_>,
+    out: &mut String,
+) {
+    let mut rest = text;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
@@ -674,7 +711,7 @@ fn interpolate(raw: &str, env: &dyn Fn(&str) -> Option<String>, c: &mut Collecto
                 "unterminated `${`",
             );
             out.push_str(&rest[i..]);
-            return out;
+            return;
         };
         let expr = &body[..end];
         let (name, default, empty_is_unset) = if let Some((n, d)) = expr.split_once(":-") {
@@ -712,7 +749,6 @@ fn interpolate(raw: &str, env: &dyn Fn(&str) -> Option<String>, c: &mut Collecto
         rest = &rest[consumed..];
     }
     out.push_str(rest);
-    out
 }
 
 // ---- value types shared by components ---------------------------------------------------
@@ -892,6 +928,14 @@ type = "console"
         assert!(errors[0].message.contains("`MISSING` is not set"));
         assert_eq!(ByteSize::parse("64MiB"), Ok(ByteSize(64 << 20)));
         assert!(ByteSize::parse("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn comments_are_not_interpolated() {
+        let config = load(&format!("# uses ${{UNSET}} in a comment\n{GOOD}")).unwrap();
+        assert_eq!(config.global.data_dir, PathBuf::from("/tmp/k"));
+        assert_eq!(comment_start("a = \"x # y\" # z"), 12);
+        assert_eq!(comment_start("a = 'x # y'"), 11);
     }
 
     #[test]

@@ -242,8 +242,12 @@ impl<R: BufRead> Reader<R> {
             self.resync = false;
         }
         if !self.frame.is_empty() {
-            if matches!(line.first(), Some(b'{') | Some(b'[')) && frame_is_balanced_start(line) {
-                // A new top-level value starts while the previous one never closed.
+            // Inside an object frame, a `{"` at column 0 starts a new top-level value while
+            // the previous one never closed. (Array frames hold one item per line often.)
+            if self.frame.first() == Some(&b'{')
+                && line.first() == Some(&b'{')
+                && frame_is_balanced_start(line)
+            {
                 let frame = std::mem::take(&mut self.frame);
                 self.parse_json_frame(&frame, true, out);
             } else {
@@ -692,6 +696,17 @@ mod tests {
         let (events, errors) = summary(&found);
         assert_eq!(events, vec![("A".into(), 2), ("B".into(), 3)]);
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn arrays_with_one_item_per_line() {
+        let found = read_all(b"[{\"reason\":\"A\"},\n{\"reason\":\"B\"},\n{\"reason\":\"C\"}]\n");
+        let (events, errors) = summary(&found);
+        assert_eq!(
+            events,
+            vec![("A".into(), 1), ("B".into(), 2), ("C".into(), 3)]
+        );
+        assert!(errors.is_empty());
     }
 
     #[test]

@@ -242,9 +242,26 @@ impl FileSinkConfig {
 
 struct OpenOut {
     file: File,
+    /// Regular files are synced; pipes and devices cannot be.
+    syncable: bool,
     size: u64,
     opened: Instant,
     last_used: u64,
+}
+
+impl OpenOut {
+    /// Forces written data to disk (a no-op for pipes and devices).
+    fn sync(&self, path: &Path) -> Result<(), FileSinkError> {
+        if !self.syncable {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|source| FileSinkError::WriteFailed {
+                path: path.into(),
+                source,
+            })
+    }
 }
 
 struct FileSink {
@@ -297,9 +314,7 @@ impl FileSink {
             // Dropping the batch acknowledges it: the events are written (and synced per policy).
         }
         for (path, out) in self.open.drain() {
-            out.file
-                .sync_data()
-                .map_err(|source| FileSinkError::WriteFailed { path, source })?;
+            out.sync(&path)?;
         }
         Ok(())
     }
@@ -319,14 +334,7 @@ impl FileSink {
                     .is_some_and(|max| o.opened.elapsed() >= max)
         });
         if due {
-            let out = self.open.remove(path).expect("checked");
-            out.file
-                .sync_data()
-                .map_err(|source| FileSinkError::WriteFailed {
-                    path: path.into(),
-                    source,
-                })?;
-            drop(out);
+            self.open.remove(path).expect("checked").sync(path)?;
             std::fs::rename(path, rotated_name(path)).map_err(|source| {
                 FileSinkError::WriteFailed {
                     path: path.into(),
@@ -359,11 +367,14 @@ impl FileSink {
                     path: path.into(),
                     source,
                 })?;
-            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let meta = file.metadata().ok();
+            let size = meta.as_ref().map_or(0, |m| m.len());
+            let syncable = meta.is_some_and(|m| m.is_file());
             self.open.insert(
                 path.to_path_buf(),
                 OpenOut {
                     file,
+                    syncable,
                     size,
                     opened: Instant::now(),
                     last_used: 0,
@@ -379,12 +390,7 @@ impl FileSink {
                 source,
             })?;
         if self.fsync == Fsync::Batch {
-            out.file
-                .sync_data()
-                .map_err(|source| FileSinkError::WriteFailed {
-                    path: path.into(),
-                    source,
-                })?;
+            out.sync(path)?;
         }
         out.size += bytes.len() as u64;
         ComponentMetrics::add(&metrics.bytes, bytes.len() as u64);
