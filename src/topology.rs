@@ -143,8 +143,11 @@ pub trait Transform: Send + 'static {
     /// Periodic work (closing time windows).
     fn tick(&mut self, _out: &mut Vec<Batch>) {}
 
-    /// Called once when all inputs have closed: emit everything still held.
-    fn flush(&mut self, _out: &mut Vec<Batch>) {}
+    /// Called when all inputs have closed: emit what is still held. Returns true while
+    /// there is more, so a large state drains in bounded steps.
+    fn flush(&mut self, _out: &mut Vec<Batch>) -> bool {
+        false
+    }
 }
 
 /// Drives a [`Transform`] until its inputs close, then flushes it.
@@ -175,8 +178,13 @@ async fn run_transform(
         }
         send_all(&mut pending, &mut out, &metrics).await?;
     }
-    transform.flush(&mut pending);
-    send_all(&mut pending, &mut out, &metrics).await
+    loop {
+        let more = transform.flush(&mut pending);
+        send_all(&mut pending, &mut out, &metrics).await?;
+        if !more {
+            return Ok(());
+        }
+    }
 }
 
 async fn send_all(

@@ -3,7 +3,8 @@
 //! independently of kollate.
 //!
 //! The permissively licensed dumps are in `tests/fixtures/events`; the two unlicensed ones
-//! are read in place from `../shared/data/events` (present in CI). Without that folder the
+//! are read in place from `../shared/data/events` (present in CI; `KOLLATE_SHARED_EVENTS`
+//! overrides the place). Without that folder the
 //! test says so loudly and skips those two.
 
 use std::path::{Path, PathBuf};
@@ -206,7 +207,16 @@ fn every_copied_dump_decodes_completely() {
 
 #[test]
 fn unlicensed_dumps_decode_in_place() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/events");
+    // Next to the checkout, wherever it is cloned, or where the workspace keeps it.
+    let shared = std::env::var_os("KOLLATE_SHARED_EVENTS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/events"),
+            PathBuf::from("/work/shared/data/events"),
+        ])
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("../shared/data/events"));
     if !shared.is_dir() {
         eprintln!(
             "!!! SKIPPED: {} is missing; the unlicensed dumps were not checked !!!",

@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use lru::LruCache;
 use serde::Deserialize;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::batch::{Batch, BatchNotifier, push_notifier};
 use crate::condition::namespace_of;
 use crate::config::DurationValue;
-use crate::event::{Aggregation, Event, Severity, Str, Timestamp};
+use crate::event::{Aggregation, Event, Severity, Timestamp};
 use crate::metrics::ComponentMetrics;
 use crate::topology::Transform;
 
@@ -48,6 +49,8 @@ pub const DEFAULT_MAX_TRACKED_UIDS: usize = 200_000;
 pub const DEFAULT_MAX_SAMPLES: usize = 3;
 /// How often windows are checked against the wall clock.
 const TICK: Duration = Duration::from_secs(1);
+/// Most groups emitted per call, so closed groups go downstream in bounded steps.
+const EMIT_CHUNK: usize = 4096;
 
 /// A field the grouping key can be built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -145,6 +148,8 @@ impl AggregateTransformConfig {
 
 struct Group {
     id: u64,
+    /// Start of the group's window (with the template, it gives back the key).
+    window_start: Timestamp,
     template: Event,
     count: u64,
     events: u64,
@@ -163,10 +168,15 @@ pub struct Aggregate {
     group_by: Vec<GroupField>,
     max_groups: usize,
     max_samples: usize,
-    groups: HashMap<Box<str>, Group>,
-    /// Groups by closing time: (closes at, group id, key).
-    closing: BinaryHeap<Reverse<(Timestamp, u64, Box<str>)>>,
-    seen: LruCache<Str, u64>,
+    /// Open groups by the 64-bit hash of their key (the key itself is rebuilt from the
+    /// group's first event when it is emitted: it is most of a group's memory otherwise).
+    /// Boxed, so the table holds small entries: a table of inline groups wastes its empty
+    /// slots and, while it grows, holds two copies of everything.
+    groups: HashMap<u64, Box<Group>>,
+    /// Groups by closing time: (closes at, group id, key hash).
+    closing: BinaryHeap<Reverse<(Timestamp, u64, u64)>>,
+    /// Last count seen per event uid (by hash).
+    seen: LruCache<u64, u64>,
     watermark: Option<Timestamp>,
     last_input: Instant,
     next_id: u64,
@@ -186,7 +196,8 @@ impl Aggregate {
         DateTime::from_timestamp_millis(ms - ms.rem_euclid(w)).unwrap_or(t)
     }
 
-    fn build_key(&mut self, e: &Event, window_start: Timestamp) {
+    /// Builds the grouping key into `key_buf` and returns its hash.
+    fn build_key(&mut self, e: &Event, window_start: Timestamp) -> u64 {
         let key = &mut self.key_buf;
         key.clear();
         for (i, field) in self.group_by.iter().enumerate() {
@@ -208,6 +219,7 @@ impl Aggregate {
         }
         key.push_str(" @ ");
         key.push_str(&window_start.timestamp_millis().to_string());
+        xxh3_64(key.as_bytes())
     }
 
     /// New occurrences this event stands for: 0 for a repeat of a count already seen.
@@ -216,7 +228,8 @@ impl Aggregate {
         if e.uid.is_empty() {
             return (count, true);
         }
-        match self.seen.get_mut(&e.uid) {
+        let uid = xxh3_64(e.uid.as_bytes());
+        match self.seen.get_mut(&uid) {
             Some(prev) if count <= *prev => (0, false),
             Some(prev) => {
                 let delta = count - *prev;
@@ -224,7 +237,7 @@ impl Aggregate {
                 (delta, false)
             }
             None => {
-                self.seen.put(e.uid.clone(), count);
+                self.seen.put(uid, count);
                 (count, true)
             }
         }
@@ -238,8 +251,8 @@ impl Aggregate {
         }
         let t = e.timestamp.unwrap_or_else(Utc::now);
         let start = self.window_start(t);
-        self.build_key(&e, start);
-        if !self.groups.contains_key(self.key_buf.as_str()) {
+        let key = self.build_key(&e, start);
+        if !self.groups.contains_key(&key) {
             while self.groups.len() >= self.max_groups {
                 if !self.close_next(out) {
                     break;
@@ -247,14 +260,11 @@ impl Aggregate {
             }
             let id = self.next_id;
             self.next_id += 1;
-            let key: Box<str> = self.key_buf.as_str().into();
-            self.closing.push(Reverse((
-                start + self.window + self.lateness,
-                id,
-                key.clone(),
-            )));
+            self.closing
+                .push(Reverse((start + self.window + self.lateness, id, key)));
             let group = Group {
                 id,
+                window_start: start,
                 template: Event {
                     aggregation: None,
                     ..e.clone()
@@ -267,13 +277,10 @@ impl Aggregate {
                 severity: None,
                 notifiers: Vec::new(),
             };
-            self.groups.insert(key, group);
+            self.groups.insert(key, Box::new(group));
         }
         let max_samples = self.max_samples;
-        let group = self
-            .groups
-            .get_mut(self.key_buf.as_str())
-            .expect("group exists");
+        let group = self.groups.get_mut(&key).expect("group exists");
         group.count += delta;
         group.events += u64::from(first_sight);
         let first = e.first_timestamp.or(e.event_time).unwrap_or(t).min(t);
@@ -297,54 +304,76 @@ impl Aggregate {
         while let Some(Reverse((_, id, key))) = self.closing.pop() {
             if self.groups.get(&key).is_some_and(|g| g.id == id) {
                 let group = self.groups.remove(&key).expect("checked");
-                emit(group, key, out);
+                self.emit(*group, out);
                 return true;
             }
         }
         false
     }
 
-    /// Emits every group whose closing time is at or before `now` (in event time).
+    /// Emits groups whose closing time is at or before `now` (in event time), at most
+    /// [`EMIT_CHUNK`] per call so that output never piles up in memory: the rest follow
+    /// on the next batch or tick.
     fn close_until(&mut self, now: Timestamp, out: &mut Vec<Batch>) {
-        while self
-            .closing
-            .peek()
-            .is_some_and(|Reverse((at, _, _))| *at <= now)
-        {
-            self.close_next(out);
+        for _ in 0..EMIT_CHUNK {
+            let due = self
+                .closing
+                .peek()
+                .is_some_and(|Reverse((at, _, _))| *at <= now);
+            if !due || !self.close_next(out) {
+                break;
+            }
         }
+    }
+
+    fn emit(&mut self, group: Group, out: &mut Vec<Batch>) {
+        let key = {
+            self.build_key(&group.template, group.window_start);
+            self.key_buf.clone()
+        };
+        emit(group, key, out);
     }
 }
 
-fn emit(group: Group, key: Box<str>, out: &mut Vec<Batch>) {
-    let mut e = group.template;
-    let mut samples = Vec::with_capacity(group.samples.len() + 1);
+fn emit(group: Group, key: String, out: &mut Vec<Batch>) {
+    let Group {
+        template: mut e,
+        count,
+        events,
+        first,
+        last,
+        samples: others,
+        severity,
+        notifiers,
+        ..
+    } = group;
+    let mut samples = Vec::with_capacity(others.len() + 1);
     samples.push(e.message.clone());
-    samples.extend(group.samples);
-    e.count = group.count;
-    e.first_timestamp = group.first;
-    e.last_timestamp = group.last;
-    e.timestamp = group.last;
-    e.severity = group.severity;
+    samples.extend(others);
+    e.count = count;
+    e.first_timestamp = first;
+    e.last_timestamp = last;
+    e.timestamp = last;
+    e.severity = severity;
     e.aggregation = Some(Box::new(Aggregation {
-        key: key.into(),
-        count: group.count,
-        events: group.events,
-        first_seen: group.first,
-        last_seen: group.last,
+        key,
+        count,
+        events,
+        first_seen: first,
+        last_seen: last,
         samples,
     }));
     // Groups closing together go out together, in one batch.
     match out.last_mut() {
         Some(batch) if batch.events.len() < 512 => {
             batch.events.push(e);
-            for n in &group.notifiers {
+            for n in &notifiers {
                 push_notifier(&mut batch.notifiers, n);
             }
         }
         _ => out.push(Batch {
             events: vec![e],
-            notifiers: group.notifiers,
+            notifiers,
         }),
     }
 }
@@ -375,8 +404,13 @@ impl Transform for Aggregate {
         }
     }
 
-    fn flush(&mut self, out: &mut Vec<Batch>) {
-        while self.close_next(out) {}
+    fn flush(&mut self, out: &mut Vec<Batch>) -> bool {
+        for _ in 0..EMIT_CHUNK {
+            if !self.close_next(out) {
+                return false;
+            }
+        }
+        !self.groups.is_empty()
     }
 }
 
@@ -532,7 +566,7 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "the window is still open");
-        agg.flush(&mut out);
+        while agg.flush(&mut out) {}
         let e = &out[0].events[0];
         let a = e.aggregation.as_ref().unwrap();
         assert_eq!((a.count, a.events), (6, 2), "3 + 2 new + 1");
