@@ -1,0 +1,300 @@
+//! The event model: one owned type that both Kubernetes Event APIs decode into.
+//!
+//! `core/v1` Events (`involvedObject`, `message`, `source`, `count`, `firstTimestamp`) and
+//! `events.k8s.io/v1` Events (`regarding`, `note`, `reportingController`, `deprecated*`,
+//! `series`) decode into the same [`Event`]. So does the capitalised Go-struct form that
+//! `kubectl cluster-info dump` wrote before 1.9 (`InvolvedObject.Kind`, `Reason`, metadata
+//! flattened into the item). Sinks and plugins only ever see [`Event`], never client types.
+//!
+//! Decoding is tolerant the way real dumps need: every field may be missing or `null`,
+//! timestamps may have second or sub-second precision (or be the string `"null"`, or Go's
+//! zero time), counts may be numbers or strings. It is strict where silence would hide a
+//! mistake: an object of another kind or an unknown `apiVersion` is an error.
+//!
+//! [`Event`] encodes to JSON with the stable snake_case schema documented in
+//! `docs/schema.md`; every sink writes it.
+
+mod decode;
+mod encode;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use decode::RawEvent;
+pub use decode::{decode_json, parse_time};
+pub use encode::format_time;
+use encode::ser_time;
+
+/// Short strings (reasons, kinds, names) stay inline up to 24 bytes: no allocation.
+pub type Str = CompactString;
+
+/// Timestamps are UTC instants.
+pub type Timestamp = DateTime<Utc>;
+
+/// Prefix the client-side event aggregator puts on messages it merged.
+pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
+
+/// How bad an event is, from kollate's classification (not just `Normal`/`Warning`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Routine: lifecycle progress, successful operations.
+    Info,
+    /// Something may need attention; often transient.
+    Warning,
+    /// An operation failed; a workload is degraded.
+    Error,
+    /// A node or a whole workload is down, or data is at risk.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name used in config and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What area of the cluster an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// Placing pods on nodes.
+    Scheduling,
+    /// Pulling container images.
+    Image,
+    /// Volumes: attach, mount, provisioning.
+    Storage,
+    /// Pod networking, services, load balancers, endpoints.
+    Network,
+    /// Node health and conditions.
+    Node,
+    /// Liveness, readiness and startup probes.
+    Probe,
+    /// Container and pod lifecycle: create, start, kill, restart.
+    Lifecycle,
+    /// Replica counts, autoscaling, rollouts.
+    Scaling,
+    /// CPU, memory, quota, eviction for resources.
+    Resources,
+    /// Configuration: missing config maps, secrets, invalid specs.
+    Config,
+    /// Authentication, authorisation, policy, certificates.
+    Security,
+    /// Anything else.
+    Other,
+}
+
+impl Category {
+    /// The lowercase name used in config and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Scheduling => "scheduling",
+            Category::Image => "image",
+            Category::Storage => "storage",
+            Category::Network => "network",
+            Category::Node => "node",
+            Category::Probe => "probe",
+            Category::Lifecycle => "lifecycle",
+            Category::Scaling => "scaling",
+            Category::Resources => "resources",
+            Category::Config => "config",
+            Category::Security => "security",
+            Category::Other => "other",
+        }
+    }
+}
+
+/// The object an event is about (`involvedObject` / `regarding`), or its `related` object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Kind, e.g. `Pod`.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub kind: Str,
+    /// Namespace (empty for cluster-scoped objects).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub namespace: Str,
+    /// Name.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub name: Str,
+    /// UID (may be missing, or a node name for Node events).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub uid: Str,
+    /// API version of the object, e.g. `apps/v1`.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub api_version: Str,
+    /// Resource version of the object when the event was recorded.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub resource_version: Str,
+    /// Field path inside the object, e.g. `spec.containers{app}`.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub field_path: Str,
+}
+
+/// An event series (`series` in both APIs): repeated occurrences of one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// Occurrences in the series so far.
+    pub count: u64,
+    /// When the last occurrence was observed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub last_observed: Option<Timestamp>,
+}
+
+/// What the `aggregate` transform adds to the one event it emits for a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregation {
+    /// The normalised grouping key.
+    pub key: String,
+    /// Occurrences in the group (Kubernetes' own repeats counted once each).
+    pub count: u64,
+    /// Distinct event objects (uids) that fed the group.
+    pub events: u64,
+    /// Earliest occurrence.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub first_seen: Option<Timestamp>,
+    /// Latest occurrence.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub last_seen: Option<Timestamp>,
+    /// Up to three distinct sample messages.
+    pub samples: Vec<String>,
+}
+
+/// One Kubernetes Event, whichever API it came from, plus kollate's enrichment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `metadata.uid` of the Event object.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub uid: Str,
+    /// `metadata.name` of the Event object.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub name: Str,
+    /// `metadata.namespace` of the Event object.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub namespace: Str,
+    /// `metadata.resourceVersion` of the Event object.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub resource_version: Str,
+    /// The API the event came from: `v1` or `events.k8s.io/v1` (empty when the input said none).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub api_version: Str,
+    /// `Normal` or `Warning` (empty in some bootstrap events).
+    #[serde(rename = "type", default, skip_serializing_if = "Str::is_empty")]
+    pub event_type: Str,
+    /// Machine-readable reason, e.g. `BackOff`.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub reason: Str,
+    /// Human-readable message (`message` / `note`), without the client aggregator's prefix.
+    #[serde(default)]
+    pub message: String,
+    /// True when the client-side aggregator merged similar events into this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub combined: bool,
+    /// What was done (`action`, events.k8s.io), e.g. `Binding`.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub action: Str,
+    /// The object the event is about (`involvedObject` / `regarding`).
+    #[serde(default)]
+    pub object: ObjectRef,
+    /// A secondary object (`related`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related: Option<Box<ObjectRef>>,
+    /// Who reported it (`reportingController` / `reportingComponent` / `source.component`).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub reporting_controller: Str,
+    /// Which instance reported it (`reportingInstance`).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub reporting_instance: Str,
+    /// The node the event happened on (`source.host`, or the kubelet's reporting instance).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub host: Str,
+    /// Occurrences this object stands for (`count` / `deprecatedCount` / `series.count`; at least 1).
+    pub count: u64,
+    /// First occurrence (`firstTimestamp` / `deprecatedFirstTimestamp`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub first_timestamp: Option<Timestamp>,
+    /// Last occurrence (`lastTimestamp` / `deprecatedLastTimestamp`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub last_timestamp: Option<Timestamp>,
+    /// Microsecond-precision time of the first occurrence (`eventTime`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub event_time: Option<Timestamp>,
+    /// The series, when the event is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
+    /// When the latest occurrence happened: the best of the times above.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub timestamp: Option<Timestamp>,
+    /// Severity from the `classify` transform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Category from the `classify` transform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Incident this event belongs to (the `correlate` transform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Str>,
+    /// Free-form labels added by rules and plugins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<Str, Str>,
+    /// Set on the events the `aggregate` transform emits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Box<Aggregation>>,
+}
+
+/// Why an object could not become an [`Event`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// The object's `apiVersion` is not one of the Event APIs.
+    #[error("unsupported apiVersion {0:?} (expected v1 or events.k8s.io/v1)")]
+    UnsupportedApiVersion(String),
+    /// The object is some other kind of resource.
+    #[error("not an Event: kind is {0:?}")]
+    NotAnEvent(String),
+    /// The object carries none of the fields an Event has.
+    #[error("not an Event: no reason, involved object or message")]
+    Empty,
+}
+
+impl Event {
+    /// The occurrence count a recurrence is measured by.
+    pub fn occurrences(&self) -> u64 {
+        self.count.max(1)
+    }
+}
