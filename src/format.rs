@@ -171,6 +171,9 @@ impl<R: BufRead> Reader<R> {
     /// Handles whatever is left at the true end of the input (a last line without a
     /// newline, an unterminated frame or document).
     pub fn finish(&mut self, out: &mut impl FnMut(Decoded)) {
+        if self.offset == 0 && self.mode == Mode::Unknown && self.line_buf.is_empty() {
+            out(Decoded::Warning(0, "input is empty".to_owned()));
+        }
         if !self.line_buf.is_empty() || self.overflow {
             self.end_line(out);
         }

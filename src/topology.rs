@@ -59,21 +59,42 @@ pub struct Fanout {
 pub struct DownstreamClosed(pub String);
 
 impl Fanout {
-    /// Sends a batch to every downstream, cloning it for all but the last, waiting while
-    /// any of them is full (backpressure).
+    /// The batch for each downstream: clones for all but the last, which gets the original.
+    fn copies(
+        &self,
+        batch: Batch,
+    ) -> impl Iterator<Item = (&(String, mpsc::Sender<Batch>), Batch)> {
+        let n = self.senders.len();
+        let mut batch = Some(batch);
+        self.senders.iter().enumerate().map(move |(i, downstream)| {
+            let copy = if i + 1 == n {
+                batch.take()
+            } else {
+                batch.clone()
+            };
+            (downstream, copy.expect("one batch per downstream"))
+        })
+    }
+
+    /// Sends a batch to every downstream, waiting while any of them is full (backpressure).
     ///
     /// # Errors
     /// A downstream component has stopped.
     pub async fn send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
-        let n = self.senders.len();
-        let mut batch = Some(batch);
-        for (i, (id, tx)) in self.senders.iter().enumerate() {
-            let b = if i + 1 == n {
-                batch.take().expect("batch")
-            } else {
-                batch.clone().expect("batch")
-            };
+        for ((id, tx), b) in self.copies(batch) {
             tx.send(b).await.map_err(|_| DownstreamClosed(id.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// [`Fanout::send`] for sources that run on a blocking thread.
+    ///
+    /// # Errors
+    /// A downstream component has stopped.
+    pub fn blocking_send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
+        for ((id, tx), b) in self.copies(batch) {
+            tx.blocking_send(b)
+                .map_err(|_| DownstreamClosed(id.clone()))?;
         }
         Ok(())
     }
@@ -82,25 +103,6 @@ impl Fanout {
     /// downstream components can finish and flush while it waits for acknowledgements.
     pub fn close(&mut self) {
         self.senders.clear();
-    }
-
-    /// [`Fanout::send`] for sources that run on a blocking thread.
-    ///
-    /// # Errors
-    /// A downstream component has stopped.
-    pub fn blocking_send(&mut self, batch: Batch) -> Result<(), DownstreamClosed> {
-        let n = self.senders.len();
-        let mut batch = Some(batch);
-        for (i, (id, tx)) in self.senders.iter().enumerate() {
-            let b = if i + 1 == n {
-                batch.take().expect("batch")
-            } else {
-                batch.clone().expect("batch")
-            };
-            tx.blocking_send(b)
-                .map_err(|_| DownstreamClosed(id.clone()))?;
-        }
-        Ok(())
     }
 }
 

@@ -222,9 +222,10 @@ fn bad_input_is_reported_with_file_and_line_counted_and_skipped() {
     ] {
         assert!(stderr.contains(needle), "missing `{needle}` in:\n{stderr}");
     }
-    // malformed line, truncated array, unknown apiVersion, missing file.
+    // Errors: malformed line, truncated array, unknown apiVersion, missing file.
+    // Warnings: invalid UTF-8 replaced, message truncated, empty file.
     let (_, out_events, _, errors, warnings) = summary_row(&stderr, "in");
-    assert_eq!((out_events, errors, warnings), (9, 4, 2), "{stderr}");
+    assert_eq!((out_events, errors, warnings), (9, 4, 3), "{stderr}");
 }
 
 #[test]

@@ -265,6 +265,21 @@ pub fn decode_json(bytes: &[u8]) -> Result<Event, String> {
 
 // ---- lenient field decoders -------------------------------------------------------------
 
+/// `null` (and an absent value) decodes as the type's empty value.
+macro_rules! null_is_empty {
+    ($empty:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    };
+}
+
 struct StrVisitor;
 
 impl<'de> Visitor<'de> for StrVisitor {
@@ -281,15 +296,7 @@ impl<'de> Visitor<'de> for StrVisitor {
             Ok(Str::new(v))
         }
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Str, E> {
-        Ok(Str::default())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Str, E> {
-        Ok(Str::default())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Str, D::Error> {
-        d.deserialize_any(StrVisitor)
-    }
+    null_is_empty!(Str::default());
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Str, E> {
         Ok(Str::const_new(if v { "true" } else { "false" }))
     }
@@ -321,15 +328,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
             Ok(Some(v))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(V)
-        }
+        null_is_empty!(None);
     }
     d.deserialize_any(V)
 }
@@ -353,15 +352,7 @@ fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             Ok(v.trim().parse().ok())
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(V)
-        }
+        null_is_empty!(None);
     }
     d.deserialize_any(V)
 }
@@ -392,15 +383,7 @@ fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D:
                 .ok()
                 .and_then(|v| DateTime::from_timestamp(v, 0)))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(V)
-        }
+        null_is_empty!(None);
     }
     d.deserialize_any(V)
 }
