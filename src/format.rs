@@ -272,7 +272,7 @@ impl<R: BufRead> Reader<R> {
             // Fast path: one line, one event, decoded in place with SIMD. Anything it does
             // not take (lists, whose raw items only serde_json can borrow; errors, which
             // serde_json classifies) goes the general way.
-            if let Ok(raw) = sonic_rs::from_slice::<RawEvent<'_>>(trimmed)
+            if let Ok(raw) = sonic_rs::from_slice::<Box<RawEvent<'_>>>(trimmed)
                 && raw.items.is_none()
             {
                 self.frame_line = line_no;
@@ -280,7 +280,7 @@ impl<R: BufRead> Reader<R> {
                 self.commit();
                 return;
             }
-            match serde_json::from_slice::<RawEvent<'_>>(trimmed) {
+            match serde_json::from_slice::<Box<RawEvent<'_>>>(trimmed) {
                 Ok(raw) => {
                     self.frame_line = line_no;
                     self.handle_raw(raw, trimmed, out);
@@ -291,7 +291,7 @@ impl<R: BufRead> Reader<R> {
                 Err(e) => {
                     if std::str::from_utf8(trimmed).is_err() {
                         let repaired = String::from_utf8_lossy(trimmed).into_owned();
-                        if let Ok(raw) = serde_json::from_str::<RawEvent<'_>>(&repaired) {
+                        if let Ok(raw) = serde_json::from_str::<Box<RawEvent<'_>>>(&repaired) {
                             out(Decoded::Warning(
                                 line_no,
                                 "invalid UTF-8 replaced with U+FFFD".to_owned(),
@@ -353,7 +353,8 @@ impl<R: BufRead> Reader<R> {
             }
             return;
         }
-        let mut stream = serde_json::Deserializer::from_slice(frame).into_iter::<RawEvent<'_>>();
+        let mut stream =
+            serde_json::Deserializer::from_slice(frame).into_iter::<Box<RawEvent<'_>>>();
         let mut lines = LineCursor::new(frame, self.frame_line);
         loop {
             let start = stream.byte_offset();
@@ -392,7 +393,7 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// Dispatches a decoded top-level object: a list, a watch frame or one event.
-    fn handle_raw(&mut self, raw: RawEvent<'_>, bytes: &[u8], out: &mut impl FnMut(Decoded)) {
+    fn handle_raw(&mut self, raw: Box<RawEvent<'_>>, bytes: &[u8], out: &mut impl FnMut(Decoded)) {
         let line_no = self.frame_line;
         if let Some(items) = raw.items {
             let mut lines = LineCursor::new(bytes, line_no);
@@ -405,7 +406,7 @@ impl<R: BufRead> Reader<R> {
         let frame_type = raw_frame_type(raw.watch_type());
         if let Some(object) = raw.object {
             match frame_type {
-                FrameType::News => self.emit(*object, line_no, out),
+                FrameType::News => self.emit(object, line_no, out),
                 FrameType::NoNews => out(Decoded::Discarded(line_no)),
                 FrameType::Error => out(Decoded::Error(
                     line_no,
@@ -418,7 +419,7 @@ impl<R: BufRead> Reader<R> {
     }
 
     fn decode_item(&mut self, item: &RawValue, line_no: u64, out: &mut impl FnMut(Decoded)) {
-        match serde_json::from_str::<RawEvent<'_>>(item.get()) {
+        match serde_json::from_str::<Box<RawEvent<'_>>>(item.get()) {
             Ok(raw) => {
                 if raw.items.is_some() {
                     out(Decoded::Error(
@@ -436,7 +437,7 @@ impl<R: BufRead> Reader<R> {
         }
     }
 
-    fn emit(&self, raw: RawEvent<'_>, line_no: u64, out: &mut impl FnMut(Decoded)) {
+    fn emit(&self, raw: Box<RawEvent<'_>>, line_no: u64, out: &mut impl FnMut(Decoded)) {
         match raw.into_event() {
             Ok(mut event) => {
                 if event.message.len() > self.limits.max_message_bytes {
@@ -492,7 +493,7 @@ impl<R: BufRead> Reader<R> {
             Some(serde_yaml::Value::Sequence(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
                     match RawEvent::deserialize(item) {
-                        Ok(raw) => self.emit(raw, base, out),
+                        Ok(raw) => self.emit(Box::new(raw), base, out),
                         Err(e) => out(Decoded::Error(base, format!("malformed item {i}: {e}"))),
                     }
                 }
@@ -501,7 +502,7 @@ impl<R: BufRead> Reader<R> {
             None => match RawEvent::deserialize(value) {
                 Ok(raw) => {
                     self.frame_line = base;
-                    self.handle_raw(raw, &doc, out);
+                    self.handle_raw(Box::new(raw), &doc, out);
                 }
                 Err(e) => out(Decoded::Error(base, format!("malformed event: {e}"))),
             },

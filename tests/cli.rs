@@ -440,6 +440,7 @@ fn a_blocked_sink_backpressures_the_source_and_memory_stays_bounded() {
     let mut child = kollate()
         .args(["run", "--no-progress", "--config"])
         .arg(&config)
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));

@@ -42,7 +42,7 @@ pub(crate) struct RawEvent<'a> {
     #[serde(default)]
     regarding: Option<RawRef>,
     #[serde(default, alias = "Related")]
-    related: Option<RawRef>,
+    related: Option<Box<RawRef>>,
     #[serde(default, alias = "Reason", deserialize_with = "lenient_str")]
     reason: Str,
     #[serde(default, alias = "Message", deserialize_with = "lenient_string")]
@@ -172,7 +172,7 @@ impl RawEvent<'_> {
     }
 
     /// Turns the decoded object into an [`Event`], checking that it is one.
-    pub(crate) fn into_event(self) -> Result<Event, DecodeError> {
+    pub(crate) fn into_event(self: Box<Self>) -> Result<Event, DecodeError> {
         match self.api_version.as_str() {
             "" | "v1" | "events.k8s.io/v1" | "events.k8s.io/v1beta1" => {}
             other => return Err(DecodeError::UnsupportedApiVersion(other.to_owned())),
@@ -239,7 +239,7 @@ impl RawEvent<'_> {
             combined,
             action: self.action,
             object: object.map(ObjectRef::from).unwrap_or_default(),
-            related: self.related.map(|r| Box::new(r.into())),
+            related: self.related.map(|r| Box::new((*r).into())),
             reporting_controller,
             reporting_instance: self.reporting_instance,
             host,
@@ -259,7 +259,7 @@ impl RawEvent<'_> {
 /// # Errors
 /// Malformed JSON, or an object that is not an Event.
 pub fn decode_json(bytes: &[u8]) -> Result<Event, String> {
-    let raw: RawEvent<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let raw: Box<RawEvent<'_>> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     raw.into_event().map_err(|e| e.to_string())
 }
 
