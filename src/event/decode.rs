@@ -359,10 +359,48 @@ fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
 
 /// Parses an RFC 3339 timestamp of any precision; Go's zero time and junk become `None`.
 pub fn parse_time(s: &str) -> Option<Timestamp> {
-    let t = DateTime::parse_from_rfc3339(s.trim())
-        .ok()?
-        .with_timezone(&Utc);
+    let t = match parse_utc_fast(s.as_bytes()) {
+        Some(t) => t,
+        None => DateTime::parse_from_rfc3339(s.trim())
+            .ok()?
+            .with_timezone(&Utc),
+    };
     (t.year() > 1).then_some(t)
+}
+
+/// The form Kubernetes writes, `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, read at fixed
+/// positions (a sixth of the cost of a general RFC 3339 parse, and events carry several).
+/// Anything else (offsets, spaces, junk) is left to the general parser.
+fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let rest = &b[19..];
+    let nanos = match rest {
+        [b'Z'] => 0,
+        [b'.', digits @ .., b'Z'] if !digits.is_empty() && digits.len() <= 9 => {
+            let value = digits.iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })?;
+            value * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let time =
+        chrono::NaiveTime::from_hms_nano_opt(num(11..13)?, num(14..16)?, num(17..19)?, nanos)?;
+    Some(date.and_time(time).and_utc())
 }
 
 fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
@@ -457,6 +495,28 @@ mod tests {
         assert!(e.event_time.is_none());
         assert_eq!(e.reporting_controller, "");
         assert_eq!(e.count, 7);
+    }
+
+    #[test]
+    fn the_fast_timestamp_reader_agrees_with_rfc_3339() {
+        for text in [
+            "2017-11-03T03:21:47Z",
+            "2021-06-21T02:29:36.467694Z",
+            "2024-01-01T00:09:00.5Z",
+            "2024-02-29T23:59:59.000000001Z",
+            "2024-02-29T23:59:59+02:00",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01 00:00:00Z",
+            "null",
+        ] {
+            let general = DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc));
+            assert_eq!(parse_time(text), general, "{text}");
+        }
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None, "Go's zero time");
     }
 
     #[test]
