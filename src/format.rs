@@ -210,11 +210,11 @@ impl<R: BufRead> Reader<R> {
             line.pop();
         }
         if self.mode == Mode::Unknown {
-            let first = line
-                .iter()
-                .copied()
-                .skip_while(|b| b.is_ascii_whitespace())
-                .find(|b| *b != 0xEF && *b != 0xBB && *b != 0xBF);
+            // Editors on some systems start files with a UTF-8 byte order mark.
+            if line.starts_with(b"\xEF\xBB\xBF") {
+                line.drain(..3);
+            }
+            let first = line.iter().copied().find(|b| !b.is_ascii_whitespace());
             match first {
                 None => {
                     self.commit();
@@ -711,6 +711,17 @@ mod tests {
             vec![("A".into(), 1), ("B".into(), 2), ("C".into(), 3)]
         );
         assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn byte_order_marks_and_crlf_are_tolerated() {
+        let (events, errors) = summary(&read_all(
+            b"\xEF\xBB\xBF{\"reason\":\"A\"}\r\n{\"reason\":\"B\"}\r\n",
+        ));
+        assert_eq!(events, vec![("A".into(), 1), ("B".into(), 2)]);
+        assert!(errors.is_empty());
+        let (events, _) = summary(&read_all(b"\xEF\xBB\xBFreason: A\r\n"));
+        assert_eq!(events.len(), 1);
     }
 
     #[test]
