@@ -99,7 +99,7 @@ impl Default for GlobalOptions {
 }
 
 /// `[api]`: the HTTP server for health checks, metrics and queries.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiOptions {
     /// Serve the API.
@@ -108,6 +108,9 @@ pub struct ApiOptions {
     /// Listen address; loopback by default.
     #[serde(default = "default_api_address")]
     pub address: String,
+    /// When set, data endpoints (`/metrics`...) require `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl Default for ApiOptions {
@@ -115,6 +118,7 @@ impl Default for ApiOptions {
         ApiOptions {
             enabled: false,
             address: default_api_address(),
+            token: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: the HTTP API: health checks and Prometheus metrics.
 //! - [`event`]: the one event model both Event APIs decode into, and its JSON schema.
 //! - [`format`]: reading events from bytes: JSON Lines, lists, watch streams, YAML.
 //! - [`config`]: the TOML pipeline file, interpolation and validation with line:column errors.
@@ -17,6 +18,7 @@
 //! - [`sources`], [`transforms`], [`sinks`]: one component per file, the TOML `type` is the
 //!   module name.
 
+pub mod api;
 pub mod batch;
 pub mod condition;
 pub mod config;

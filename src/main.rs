@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use kollate::api::Api;
 use kollate::config::{Config, DEFAULT_CONFIG_PATH};
 use kollate::generate::{GenerateOptions, generate};
 use kollate::metrics::Registry;
@@ -192,9 +193,22 @@ fn run(path: &std::path::Path, no_progress: bool) -> anyhow::Result<ExitCode> {
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let started = Instant::now();
+        let api_options = config.global.api.enabled.then(|| config.global.api.clone());
         let running = Running::start(config)?;
         let metrics = running.metrics.clone();
         let shutdown = running.shutdown_token();
+        let api = match api_options {
+            Some(options) => match Api::start(&options, metrics.clone(), shutdown.clone()).await {
+                Ok(api) => Some(api),
+                Err(e) => {
+                    // Nothing has been read yet: stop the pipeline before it starts work.
+                    shutdown.cancel();
+                    let _ = running.wait().await;
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         tokio::spawn(handle_signals(shutdown));
         let progress = (!no_progress && std::io::stderr().is_terminal())
             .then_some(replay_bytes)
@@ -207,6 +221,9 @@ fn run(path: &std::path::Path, no_progress: bool) -> anyhow::Result<ExitCode> {
                 )
             });
         let result = running.wait().await;
+        if let Some(api) = api {
+            api.stop().await;
+        }
         if let Some((stop, task)) = progress {
             stop.cancel();
             let _ = task.await;

@@ -617,3 +617,107 @@ fn replay_paces_events_by_their_own_timestamps() {
     );
     assert_eq!(lines(&dir.path("out.jsonl")).len(), 3);
 }
+
+/// A plain HTTP/1.1 GET over TCP: (status, body).
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_http_api_serves_health_and_prometheus_metrics() {
+    let dir = Dir::new();
+    let t = "2024-05-01T10:00:00Z";
+    let lines: String = (0..7)
+        .map(|i| event_line(&i.to_string(), "BackOff", "m", t) + "\n")
+        .collect();
+    dir.write("in.jsonl", lines);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.pipeline(
+        &format!("follow = true\npoll_interval = \"50ms\"\n[api]\nenabled = true\naddress = \"127.0.0.1:{port}\"\ntoken = \"s3cret\""),
+        &["in.jsonl"],
+    );
+    let mut child = kollate()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let metrics = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the API never answered"
+        );
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            drop(stream);
+            let (status, body) = http_get(port, "/metrics", Some("s3cret"));
+            if status == 200 && body.contains(r#"kollate_component_sent_events_total{component_id="out",component_kind="sink",component_type="file"} 7"#) {
+                break body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metrics.contains("# TYPE kollate_component_received_events_total counter"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"kollate_component_received_events_total{component_id="classify",component_kind="transform",component_type="classify"} 7"#), "{metrics}");
+    assert_eq!(
+        http_get(port, "/metrics", None).0,
+        401,
+        "the token is required"
+    );
+    assert_eq!(http_get(port, "/metrics", Some("wrong")).0, 401);
+    assert_eq!(
+        http_get(port, "/healthz", None),
+        (200, "ok\n".to_owned()),
+        "probes need no token"
+    );
+    assert_eq!(http_get(port, "/readyz", None).0, 200);
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_api_address_in_use_is_a_clear_start_up_error() {
+    let dir = Dir::new();
+    dir.write(
+        "in.jsonl",
+        format!("{}\n", event_line("1", "A", "m", "2024-05-01T10:00:00Z")),
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.pipeline(
+        &format!("[api]\nenabled = true\naddress = \"127.0.0.1:{port}\""),
+        &["in.jsonl"],
+    );
+    let out = run(&config);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,241 @@
+//! The HTTP API: health checks and Prometheus metrics (queries come with the store).
+//!
+//! Served on `[api] address` (loopback by default) when `[api] enabled = true`:
+//!
+//! - `GET /healthz`: 200 while the pipeline runs, 503 once it is shutting down;
+//! - `GET /readyz`: the same for now (later: 503 while a watch has stalled);
+//! - `GET /metrics`: per-component counters in the Prometheus text format, named by
+//!   Prometheus conventions after Vector's component metrics.
+//!
+//! With `[api] token` set, `/metrics` (and every later data endpoint) requires
+//! `Authorization: Bearer <token>`; the health endpoints stay open for kubelet probes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ApiOptions;
+use crate::metrics::{ComponentMetrics, Registry};
+
+/// The API could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} for the HTTP API: {source}")]
+pub struct ApiStartFailed {
+    /// The configured address.
+    pub address: String,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    metrics: Arc<Registry>,
+    token: Option<Arc<str>>,
+    started: Instant,
+    stopping: CancellationToken,
+}
+
+/// A running API server.
+pub struct Api {
+    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Api {
+    /// Binds the listen address and serves until [`Api::stop`]. `stopping` is the pipeline's
+    /// shutdown token: health checks fail once it is cancelled.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn start(
+        options: &ApiOptions,
+        metrics: Arc<Registry>,
+        stopping: CancellationToken,
+    ) -> Result<Api, ApiStartFailed> {
+        let listener = tokio::net::TcpListener::bind(&options.address)
+            .await
+            .map_err(|source| ApiStartFailed {
+                address: options.address.clone(),
+                source,
+            })?;
+        let state = ApiState {
+            metrics,
+            token: options.token.as_deref().map(Arc::from),
+            started: Instant::now(),
+            stopping,
+        };
+        let app = Router::new()
+            .route("/healthz", get(health))
+            .route("/readyz", get(health))
+            .route("/metrics", get(metrics_text))
+            .with_state(state);
+        let stop = CancellationToken::new();
+        let graceful = stop.clone();
+        tracing::info!(address = %options.address, "HTTP API listening.");
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { graceful.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP API failed.");
+            }
+        });
+        Ok(Api { task, stop })
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    if state.stopping.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+fn authorised(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| given.as_bytes() == token.as_bytes())
+}
+
+async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if !authorised(&state, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "unauthorised\n",
+        )
+            .into_response();
+    }
+    let body = render(&state.metrics, state.started.elapsed().as_secs_f64());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Per-component counters: (metric name, help, counter).
+type Counter = (
+    &'static str,
+    &'static str,
+    fn(&ComponentMetrics) -> &std::sync::atomic::AtomicU64,
+);
+
+const COUNTERS: &[Counter] = &[
+    (
+        "kollate_component_received_events_total",
+        "Events a component received (sources: decoded).",
+        |c| &c.events_in,
+    ),
+    (
+        "kollate_component_sent_events_total",
+        "Events a component sent on (sinks: durably written).",
+        |c| &c.events_out,
+    ),
+    (
+        "kollate_component_discarded_events_total",
+        "Events dropped on purpose: filtered, duplicates, watch frames without news.",
+        |c| &c.discarded,
+    ),
+    (
+        "kollate_component_errors_total",
+        "Inputs or events lost to errors.",
+        |c| &c.errors,
+    ),
+    (
+        "kollate_component_warnings_total",
+        "Problems repaired without losing the event.",
+        |c| &c.warnings,
+    ),
+    (
+        "kollate_component_bytes_total",
+        "Bytes read (sources) or written (sinks).",
+        |c| &c.bytes,
+    ),
+];
+
+/// The Prometheus text exposition of every component's counters.
+pub fn render(metrics: &Registry, uptime_seconds: f64) -> String {
+    let components = metrics.components();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP kollate_build_info kollate's version.\n# TYPE kollate_build_info gauge"
+    );
+    let _ = writeln!(
+        out,
+        "kollate_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "# HELP kollate_uptime_seconds Seconds since the pipeline started.\n# TYPE kollate_uptime_seconds gauge"
+    );
+    let _ = writeln!(out, "kollate_uptime_seconds {uptime_seconds:.3}");
+    for (name, help, counter) in COUNTERS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for c in &components {
+            let _ = writeln!(
+                out,
+                "{name}{{component_id=\"{}\",component_kind=\"{}\",component_type=\"{}\"}} {}",
+                escape_label(&c.id),
+                c.kind,
+                c.component_type,
+                ComponentMetrics::get(counter(c))
+            );
+        }
+    }
+    out
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_in_the_prometheus_text_format() {
+        let registry = Registry::default();
+        let source = registry.register("in\"put", "source", "file");
+        ComponentMetrics::add(&source.events_out, 42);
+        let text = render(&registry, 1.5);
+        assert!(
+            text.contains("# TYPE kollate_component_sent_events_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kollate_component_sent_events_total{component_id="in\"put",component_kind="source",component_type="file"} 42"#),
+            "{text}"
+        );
+        assert!(text.contains("kollate_uptime_seconds 1.500"));
+    }
+}
