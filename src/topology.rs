@@ -49,6 +49,7 @@ pub struct BuildError {
 }
 
 /// The sending side of a component's output: one channel per downstream component.
+#[derive(Clone)]
 pub struct Fanout {
     senders: Vec<(String, mpsc::Sender<Batch>)>,
 }

@@ -4,9 +4,11 @@
 //! |---|---|---|
 //! | `file` | [`file`] | files and globs, every on-disk shape; follow and replay |
 //! | `stdin` | [`file`] | the same shapes from standard input |
+//! | `kubernetes_events` | [`kubernetes_events`] | list + watch of either Event API, resumable |
 
 mod emit;
 pub mod file;
+pub mod kubernetes_events;
 
 pub use emit::{ReadError, Replay};
 
@@ -22,11 +24,13 @@ pub enum SourceConfig {
     File(file::FileSourceConfig),
     /// `type = "stdin"`.
     Stdin(file::StdinSourceConfig),
+    /// `type = "kubernetes_events"`.
+    KubernetesEvents(kubernetes_events::KubernetesEventsSourceConfig),
 }
 
 impl SourceConfig {
     /// Every source `type`.
-    pub const TYPES: &[&str] = &["file", "stdin"];
+    pub const TYPES: &[&str] = &["file", "stdin", "kubernetes_events"];
 
     /// Deserialises the options of a source of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -36,6 +40,9 @@ impl SourceConfig {
         Ok(Some(match ty {
             "file" => SourceConfig::File(file::FileSourceConfig::deserialize(de)?),
             "stdin" => SourceConfig::Stdin(file::StdinSourceConfig::deserialize(de)?),
+            "kubernetes_events" => SourceConfig::KubernetesEvents(
+                kubernetes_events::KubernetesEventsSourceConfig::deserialize(de)?,
+            ),
             _ => return Ok(None),
         }))
     }
@@ -45,6 +52,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
+            SourceConfig::KubernetesEvents(_) => "kubernetes_events",
         }
     }
 
@@ -52,7 +60,7 @@ impl SourceConfig {
     pub fn is_replay(&self) -> bool {
         match self {
             SourceConfig::File(c) => !c.follow,
-            SourceConfig::Stdin(_) => false,
+            SourceConfig::Stdin(_) | SourceConfig::KubernetesEvents(_) => false,
         }
     }
 
@@ -60,7 +68,7 @@ impl SourceConfig {
     pub fn input_bytes(&self) -> Option<u64> {
         match self {
             SourceConfig::File(c) => Some(c.input_bytes()),
-            SourceConfig::Stdin(_) => None,
+            SourceConfig::Stdin(_) | SourceConfig::KubernetesEvents(_) => None,
         }
     }
 
@@ -72,6 +80,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.build(ctx),
             SourceConfig::Stdin(c) => c.build(ctx),
+            SourceConfig::KubernetesEvents(c) => c.build(ctx),
         }
     }
 }

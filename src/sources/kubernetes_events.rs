@@ -1,0 +1,720 @@
+//! The `kubernetes_events` source: a list + watch of Events that never loses, never repeats.
+//!
+//! Per scope (the whole cluster, or each of `namespaces`), the source:
+//!
+//! 1. finds where to start without loading every event: the checkpointed resourceVersion,
+//!    or a `limit=1` list for `start_at = "now"`; `"beginning"` and `"<duration> ago"` page
+//!    through the existing events with `limit`/`continue` and stream them;
+//! 2. watches from there with bookmarks (`allowWatchBookmarks`) and a server-side timeout
+//!    that replaces dead connections; `ADDED` and `MODIFIED` (a recurrence: the aggregate
+//!    transform counts it once) are emitted, `DELETED` (TTL expiry) is not news;
+//! 3. on `410 Gone` (the resourceVersion expired), relists and emits only what it has not
+//!    emitted already, by `uid` + `resourceVersion`, remembered in a bounded LRU that is
+//!    saved with the checkpoint; it never re-sends the history and never skips;
+//! 4. retries every failure with jittered exponential backoff (reset after a healthy
+//!    watch), honouring `Retry-After` on 429.
+//!
+//! The checkpoint (`<data_dir>/checkpoints/<id>.json`) holds, per scope, the newest
+//! resourceVersion that every sink has acknowledged (bookmarks advance it while idle) and
+//! the dedupe memory; a restart resumes from it with no gap and no duplicate.
+//!
+//! Objects are read as untyped JSON and decoded by kollate's own decoder, the same one the
+//! file source uses, so both Event APIs give the same [`crate::event::Event`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Timelike;
+use futures::StreamExt;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{AckTracker, Batch};
+use crate::config::DurationValue;
+use crate::event::{Event, decode_json};
+use crate::metrics::ComponentMetrics;
+use crate::topology::{BuildError, Fanout, SourceContext, Task};
+
+/// Default events per list page.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Default server-side watch timeout (the connection is then replaced).
+pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+/// Default bound on remembered `uid`+`resourceVersion` pairs.
+pub const DEFAULT_DEDUPE_CAPACITY: usize = 100_000;
+/// Default events per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// A partial batch waits at most this long.
+const BATCH_TIMEOUT: Duration = Duration::from_millis(200);
+/// Backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A watch that lasted this long resets the backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// Minimum time between checkpoint writes.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which Event API to watch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum EventsApi {
+    /// `events.k8s.io/v1` (the default).
+    #[default]
+    #[serde(rename = "events.k8s.io/v1")]
+    EventsV1,
+    /// `core/v1`.
+    #[serde(rename = "core/v1", alias = "v1")]
+    CoreV1,
+}
+
+/// Where to start when there is no checkpoint (or regardless of it).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StartAt {
+    /// The checkpoint if there is one, else now (the default).
+    #[default]
+    Auto,
+    /// Only events from now on.
+    Now,
+    /// The checkpoint (an error-free fresh start from now when there is none).
+    Checkpoint,
+    /// Every event the API server still holds.
+    Beginning,
+    /// Existing events that happened within this duration.
+    Ago(Duration),
+}
+
+impl<'de> Deserialize<'de> for StartAt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(match text.as_str() {
+            "now" => StartAt::Now,
+            "checkpoint" => StartAt::Checkpoint,
+            "beginning" => StartAt::Beginning,
+            other => match other.strip_suffix(" ago").map(humantime::parse_duration) {
+                Some(Ok(d)) => StartAt::Ago(d),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "invalid start_at `{other}`: expected \"now\", \"checkpoint\", \"beginning\" or \"<duration> ago\""
+                    )));
+                }
+            },
+        })
+    }
+}
+
+fn default_page_size() -> u32 {
+    DEFAULT_PAGE_SIZE
+}
+fn default_watch_timeout() -> DurationValue {
+    DurationValue(DEFAULT_WATCH_TIMEOUT)
+}
+fn default_dedupe() -> usize {
+    DEFAULT_DEDUPE_CAPACITY
+}
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+
+/// `type = "kubernetes_events"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesEventsSourceConfig {
+    /// `"events.k8s.io/v1"` (default) or `"core/v1"`.
+    #[serde(default)]
+    pub api: EventsApi,
+    /// A kubeconfig file; default: in-cluster config, else `$KUBECONFIG` / `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Namespaces to watch (one watch each); empty: the whole cluster.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Server-side field selector, e.g. `reason=BackOff`.
+    #[serde(default)]
+    pub field_selector: Option<String>,
+    /// Server-side label selector.
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// Event types to keep (`["Warning"]`), as a server-side field selector.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// `"now"`, `"checkpoint"`, `"beginning"` or `"<duration> ago"`; default: the
+    /// checkpoint if there is one, else now.
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// Events per list page.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Server-side watch timeout; the watch is then re-established from where it was.
+    #[serde(default = "default_watch_timeout")]
+    pub watch_timeout: DurationValue,
+    /// Remembered `uid`+`resourceVersion` pairs, to emit nothing twice after a relist.
+    #[serde(default = "default_dedupe")]
+    pub dedupe_capacity: usize,
+    /// Events per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+/// The source could not talk to the API server in a way retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesSourceError {
+    /// No usable client configuration.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    ClientConfigFailed(String),
+    /// Every downstream stopped.
+    #[error(transparent)]
+    Downstream(#[from] crate::topology::DownstreamClosed),
+}
+
+impl KubernetesEventsSourceConfig {
+    /// Builds the source's task.
+    ///
+    /// # Errors
+    /// Never at build time: the client is configured when the task starts, so a bad
+    /// kubeconfig is reported as the source's failure with its reason.
+    pub fn build(&self, ctx: SourceContext) -> Result<Task, BuildError> {
+        let mut selectors: Vec<String> = self.field_selector.iter().cloned().collect();
+        // Events are Normal or Warning: one type is a filter, both are everything.
+        if let [one] = self.types.as_slice() {
+            selectors.push(format!("type={one}"));
+        }
+        let settings = Settings {
+            api: self.api,
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            field_selector: (!selectors.is_empty()).then(|| selectors.join(",")),
+            label_selector: self.label_selector.clone(),
+            start_at: self.start_at.clone(),
+            page_size: self.page_size.max(1),
+            watch_timeout: self.watch_timeout.0,
+            dedupe_capacity: NonZeroUsize::new(self.dedupe_capacity.max(1)).expect("non-zero"),
+            batch_size: self.batch_size.max(1),
+        };
+        let scopes: Vec<Option<String>> = if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().cloned().map(Some).collect()
+        };
+        Ok(Box::pin(run(settings, scopes, ctx)))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    api: EventsApi,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    field_selector: Option<String>,
+    label_selector: Option<String>,
+    start_at: StartAt,
+    page_size: u32,
+    watch_timeout: Duration,
+    dedupe_capacity: NonZeroUsize,
+    batch_size: usize,
+}
+
+/// What is saved per scope.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ScopeCheckpoint {
+    resource_version: Option<String>,
+    /// With `start_at = "now"`: when watching began. A relist after 410 does not emit
+    /// events whose last occurrence is older (they existed before and were skipped on
+    /// purpose), whatever the dedupe memory has forgotten.
+    #[serde(default)]
+    floor: Option<chrono::DateTime<chrono::Utc>>,
+    /// `uid/resourceVersion` of recently emitted events, oldest first.
+    seen: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoints {
+    scopes: BTreeMap<String, ScopeCheckpoint>,
+}
+
+fn scope_key(scope: &Option<String>) -> String {
+    scope.clone().unwrap_or_else(|| "*".to_owned())
+}
+
+async fn client(settings: &Settings) -> Result<kube::Client, KubernetesSourceError> {
+    let failed =
+        |e: &dyn std::fmt::Display| KubernetesSourceError::ClientConfigFailed(e.to_string());
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| failed(&format!("{}: {e}", path.display())))?;
+            let options = KubeConfigOptions {
+                context: settings.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| failed(&e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| failed(&e))?,
+    };
+    kube::Client::try_from(config).map_err(|e| failed(&e))
+}
+
+async fn run(
+    settings: Settings,
+    scopes: Vec<Option<String>>,
+    ctx: SourceContext,
+) -> Result<(), crate::topology::BoxError> {
+    let client = client(&settings).await?;
+    let resource = match settings.api {
+        EventsApi::EventsV1 => {
+            ApiResource::from_gvk(&GroupVersionKind::gvk("events.k8s.io", "v1", "Event"))
+        }
+        EventsApi::CoreV1 => ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Event")),
+    };
+    let path = ctx
+        .data_dir
+        .join("checkpoints")
+        .join(format!("{}.json", ctx.id));
+    let saved: Checkpoints = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let store = Arc::new(tokio::sync::Mutex::new(saved));
+    let mut tasks = tokio::task::JoinSet::new();
+    let SourceContext {
+        id,
+        out,
+        shutdown,
+        metrics,
+        ..
+    } = ctx;
+    for scope in scopes {
+        let api: Api<DynamicObject> = match &scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let watcher = ScopeWatcher {
+            id: id.clone(),
+            key: scope_key(&scope),
+            api,
+            settings: settings.clone(),
+            out: out.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            store: store.clone(),
+            path: path.clone(),
+        };
+        tasks.spawn(watcher.run());
+    }
+    drop(out);
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                result = Err(e.into());
+            }
+            Err(e) => result = Err(e.into()),
+        }
+    }
+    result
+}
+
+struct ScopeWatcher {
+    id: String,
+    key: String,
+    api: Api<DynamicObject>,
+    settings: Settings,
+    out: Fanout,
+    metrics: Arc<ComponentMetrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+    store: Arc<tokio::sync::Mutex<Checkpoints>>,
+    path: PathBuf,
+}
+
+/// Events waiting to be sent, and the acknowledgement bookkeeping.
+struct Outbox {
+    batch: Vec<Event>,
+    /// Where the stream is once the batch is delivered; empty while listing (a list is
+    /// not in resourceVersion order, so no item's version is a safe place to resume).
+    position: String,
+    tracker: AckTracker<String>,
+    /// The newest resourceVersion every sink has acknowledged.
+    acknowledged: Option<String>,
+    /// `uid/resourceVersion` of what was emitted.
+    seen: LruCache<String, ()>,
+    /// Events older than this are never emitted by a relist (see [`ScopeCheckpoint`]).
+    floor: Option<chrono::DateTime<chrono::Utc>>,
+    last_save: Instant,
+}
+
+impl ScopeWatcher {
+    async fn run(mut self) -> Result<(), KubernetesSourceError> {
+        let mut seen: LruCache<String, ()> = LruCache::new(self.settings.dedupe_capacity);
+        let (saved_rv, saved_floor) = {
+            let store = self.store.lock().await;
+            let scope = store.scopes.get(&self.key);
+            for key in scope.map(|s| s.seen.as_slice()).unwrap_or_default() {
+                seen.put(key.clone(), ());
+            }
+            (
+                scope.and_then(|s| s.resource_version.clone()),
+                scope.and_then(|s| s.floor),
+            )
+        };
+        let floor = match (&self.settings.start_at, &saved_rv) {
+            (StartAt::Auto | StartAt::Checkpoint, Some(_)) => saved_floor,
+            // Kubernetes timestamps have second precision: events of this very second count.
+            (StartAt::Auto | StartAt::Checkpoint | StartAt::Now, _) => {
+                chrono::Utc::now().with_nanosecond(0)
+            }
+            (StartAt::Beginning, _) => None,
+            (StartAt::Ago(d), _) => chrono::Duration::from_std(*d)
+                .ok()
+                .map(|d| chrono::Utc::now() - d),
+        };
+        let mut outbox = Outbox {
+            batch: Vec::new(),
+            position: String::new(),
+            tracker: AckTracker::new(),
+            acknowledged: saved_rv.clone(),
+            seen,
+            floor,
+            last_save: Instant::now(),
+        };
+        let mut backoff = Backoff::default();
+        let mut rv: Option<String> = match (&self.settings.start_at, &saved_rv) {
+            (StartAt::Auto | StartAt::Checkpoint, Some(rv)) => Some(rv.clone()),
+            _ => None,
+        };
+        let mut list_first =
+            matches!(self.settings.start_at, StartAt::Beginning | StartAt::Ago(_)) && rv.is_none();
+        while !self.shutdown.is_cancelled() {
+            if rv.is_none() || list_first {
+                let emit_existing = list_first;
+                match self.list(emit_existing, &mut outbox).await {
+                    Ok(list_rv) => {
+                        rv = Some(list_rv);
+                        list_first = false;
+                    }
+                    Err(Failure::Fatal(e)) => return Err(e),
+                    Err(Failure::Retry(wait, reason)) => {
+                        self.retry(&mut backoff, wait, &reason).await;
+                        continue;
+                    }
+                }
+            }
+            let from = rv.clone().unwrap_or_default();
+            let started = Instant::now();
+            match self.watch(&from, &mut rv, &mut outbox).await {
+                Ok(WatchEnd::Closed) => {}
+                Ok(WatchEnd::Expired) => {
+                    tracing::info!(component = %self.id, scope = %self.key, resource_version = %from, "Watch expired (410); relisting and emitting only what was missed.");
+                    ComponentMetrics::add(&self.metrics.warnings, 1);
+                    list_first = true;
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(wait, reason)) => {
+                    if started.elapsed() >= HEALTHY_AFTER {
+                        backoff = Backoff::default();
+                    }
+                    self.retry(&mut backoff, wait, &reason).await;
+                }
+            }
+            if started.elapsed() >= HEALTHY_AFTER {
+                backoff = Backoff::default();
+            }
+        }
+        // Whatever is still in hand goes out before we stop; a stopped downstream is not
+        // an error here (the pipeline is shutting down).
+        if let Err(Failure::Fatal(e)) = self.flush(&mut outbox).await {
+            tracing::debug!(component = %self.id, error = %e, "Final flush not delivered.");
+        }
+        self.out.close();
+        let mut last = None;
+        outbox
+            .tracker
+            .close(|p| {
+                if !p.is_empty() {
+                    last = Some(p);
+                }
+            })
+            .await;
+        if last.is_some() {
+            outbox.acknowledged = last;
+        }
+        self.save(&outbox).await;
+        Ok(())
+    }
+
+    async fn retry(&self, backoff: &mut Backoff, wait: Option<Duration>, reason: &str) {
+        ComponentMetrics::add(&self.metrics.errors, 1);
+        let delay = wait.unwrap_or_else(|| backoff.next());
+        tracing::warn!(component = %self.id, scope = %self.key, error = %reason, retry_in = ?delay, "Kubernetes API call failed; retrying.");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Lists (paged). Emits the items not seen before when `emit` (start-up from the
+    /// beginning, or a relist after 410); returns the list's resourceVersion.
+    async fn list(&mut self, emit: bool, outbox: &mut Outbox) -> Result<String, Failure> {
+        let cutoff = outbox.floor;
+        let mut params = ListParams {
+            field_selector: self.settings.field_selector.clone(),
+            label_selector: self.settings.label_selector.clone(),
+            ..Default::default()
+        };
+        params.limit = Some(if emit { self.settings.page_size } else { 1 });
+        loop {
+            let page = self.api.list(&params).await.map_err(Failure::from_kube)?;
+            let list_rv = page.metadata.resource_version.clone().unwrap_or_default();
+            if emit {
+                for obj in page.items {
+                    if let Some(event) = self.decode(&obj, &mut outbox.seen)
+                        && cutoff.is_none_or(|c| event.timestamp.is_none_or(|t| t >= c))
+                    {
+                        self.push(event, String::new(), outbox).await?;
+                    }
+                }
+            }
+            match page.metadata.continue_.filter(|c| emit && !c.is_empty()) {
+                Some(token) => params.continue_token = Some(token),
+                None => {
+                    // Positions from a list are safe once everything before them is.
+                    self.push_position(list_rv.clone(), outbox).await?;
+                    return Ok(list_rv);
+                }
+            }
+        }
+    }
+
+    async fn watch(
+        &mut self,
+        from: &str,
+        rv: &mut Option<String>,
+        outbox: &mut Outbox,
+    ) -> Result<WatchEnd, Failure> {
+        let timeout = u32::try_from(self.settings.watch_timeout.as_secs())
+            .unwrap_or(290)
+            .max(1);
+        let params = WatchParams {
+            field_selector: self.settings.field_selector.clone(),
+            label_selector: self.settings.label_selector.clone(),
+            timeout: Some(timeout),
+            bookmarks: true,
+            ..Default::default()
+        };
+        let stream = self
+            .api
+            .watch(&params, from)
+            .await
+            .map_err(Failure::from_kube)?;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = tokio::time::sleep(BATCH_TIMEOUT) => {
+                    self.flush(outbox).await?;
+                    continue;
+                }
+                _ = self.shutdown.cancelled() => return Ok(WatchEnd::Closed),
+            };
+            let Some(item) = next else {
+                tracing::debug!(component = %self.id, scope = %self.key, resource_version = ?rv, "Watch closed; watching again.");
+                return Ok(WatchEnd::Closed);
+            };
+            match item.map_err(Failure::from_kube)? {
+                WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
+                    let position = obj.metadata.resource_version.clone();
+                    tracing::trace!(component = %self.id, resource_version = ?position, "Watch event.");
+                    if let Some(event) = self.decode(&obj, &mut outbox.seen) {
+                        self.push(event, position.clone().unwrap_or_default(), outbox)
+                            .await?;
+                    }
+                    if position.is_some() {
+                        *rv = position;
+                    }
+                }
+                WatchEvent::Deleted(obj) => {
+                    ComponentMetrics::add(&self.metrics.discarded, 1);
+                    if obj.metadata.resource_version.is_some() {
+                        *rv = obj.metadata.resource_version.clone();
+                    }
+                }
+                WatchEvent::Bookmark(bookmark) => {
+                    let position = bookmark.metadata.resource_version.clone();
+                    self.flush(outbox).await?;
+                    self.push_position(position.clone(), outbox).await?;
+                    *rv = Some(position);
+                }
+                WatchEvent::Error(status) if status.code == 410 => return Ok(WatchEnd::Expired),
+                WatchEvent::Error(status) => {
+                    return Err(Failure::Retry(
+                        None,
+                        format!("watch error {}: {}", status.code, status.message),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Decodes an object, unless it was already emitted (same uid and resourceVersion).
+    fn decode(&self, obj: &DynamicObject, seen: &mut LruCache<String, ()>) -> Option<Event> {
+        let key = format!(
+            "{}/{}",
+            obj.metadata.uid.as_deref().unwrap_or_default(),
+            obj.metadata.resource_version.as_deref().unwrap_or_default()
+        );
+        if seen.put(key, ()).is_some() {
+            ComponentMetrics::add(&self.metrics.discarded, 1);
+            return None;
+        }
+        let bytes = serde_json::to_vec(obj).ok()?;
+        ComponentMetrics::add(&self.metrics.bytes, bytes.len() as u64);
+        match decode_json(&bytes) {
+            Ok(e) => {
+                ComponentMetrics::add(&self.metrics.events_in, 1);
+                Some(e)
+            }
+            Err(error) => {
+                ComponentMetrics::add(&self.metrics.errors, 1);
+                tracing::warn!(component = %self.id, %error, "Skipped an undecodable object from the API server.");
+                None
+            }
+        }
+    }
+
+    async fn push(
+        &mut self,
+        event: Event,
+        position: String,
+        outbox: &mut Outbox,
+    ) -> Result<(), Failure> {
+        outbox.batch.push(event);
+        outbox.position = position;
+        if outbox.batch.len() >= self.settings.batch_size {
+            self.flush(outbox).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a position that needs no events (a bookmark, the end of a list): it becomes
+    /// the checkpoint once everything emitted before it is acknowledged.
+    async fn push_position(
+        &mut self,
+        position: String,
+        outbox: &mut Outbox,
+    ) -> Result<(), Failure> {
+        self.flush(outbox).await?;
+        drop(outbox.tracker.notifier(position));
+        self.acknowledge(outbox).await;
+        Ok(())
+    }
+
+    async fn flush(&mut self, outbox: &mut Outbox) -> Result<(), Failure> {
+        if !outbox.batch.is_empty() {
+            let events = std::mem::take(&mut outbox.batch);
+            let n = events.len() as u64;
+            let notifier = outbox
+                .tracker
+                .notifier(std::mem::take(&mut outbox.position));
+            self.out
+                .send(Batch {
+                    events,
+                    notifiers: vec![notifier],
+                })
+                .await
+                .map_err(|e| Failure::Fatal(e.into()))?;
+            ComponentMetrics::add(&self.metrics.events_out, n);
+        }
+        self.acknowledge(outbox).await;
+        Ok(())
+    }
+
+    /// Applies acknowledgements; saves the checkpoint at most every [`CHECKPOINT_INTERVAL`].
+    async fn acknowledge(&self, outbox: &mut Outbox) {
+        let mut last = None;
+        outbox.tracker.poll(|p| {
+            if !p.is_empty() {
+                last = Some(p);
+            }
+        });
+        if let Some(p) = last {
+            outbox.acknowledged = Some(p);
+            if outbox.last_save.elapsed() >= CHECKPOINT_INTERVAL {
+                self.save(outbox).await;
+                outbox.last_save = Instant::now();
+            }
+        }
+    }
+
+    async fn save(&self, outbox: &Outbox) {
+        let seen = &outbox.seen;
+        let mut store = self.store.lock().await;
+        let entry = store.scopes.entry(self.key.clone()).or_default();
+        entry.resource_version = outbox.acknowledged.clone();
+        entry.floor = outbox.floor;
+        let mut keys: VecDeque<String> = seen.iter().map(|(k, _)| k.clone()).collect();
+        keys.make_contiguous().reverse();
+        entry.seen = keys.into();
+        let bytes = match serde_json::to_vec(&*store) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(error) = write() {
+            tracing::error!(component = %self.id, file = %self.path.display(), %error, "Failed to write checkpoint.");
+        }
+    }
+}
+
+enum WatchEnd {
+    /// The server ended the watch (timeout) or the connection dropped: watch again.
+    Closed,
+    /// 410: the resourceVersion is too old.
+    Expired,
+}
+
+enum Failure {
+    /// Worth retrying, after the given wait (Retry-After) or the backoff.
+    Retry(Option<Duration>, String),
+    /// Not worth retrying.
+    Fatal(KubernetesSourceError),
+}
+
+impl Failure {
+    fn from_kube(e: kube::Error) -> Failure {
+        Failure::Retry(None, e.to_string())
+    }
+}
+
+/// Jittered exponential backoff.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(10))
+            .min(BACKOFF_MAX);
+        self.attempt += 1;
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        base.mul_f64(jitter)
+    }
+}

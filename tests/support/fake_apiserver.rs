@@ -1,0 +1,357 @@
+//! A fake Kubernetes API server for Events, over real HTTP on loopback, for the real `kube`
+//! client. It follows the documented API behaviour ("API concepts: efficient detection of
+//! changes"), not kollate's code:
+//!
+//! - every change gets the next cluster-wide `resourceVersion`;
+//! - `list` returns the current objects with the list's `resourceVersion`, paged by `limit`
+//!   with an opaque `continue` token;
+//! - `watch` streams `{"type", "object"}` frames for every change after the given
+//!   `resourceVersion` (`0` or none: from now), `BOOKMARK` frames when
+//!   `allowWatchBookmarks=true`, ends after `timeoutSeconds`;
+//! - a watch from a `resourceVersion` older than the compaction point gets an `ERROR` frame
+//!   with a `Status` of code 410, reason `Expired`;
+//! - faults on demand: connections dropped after N frames, compaction, 500s.
+//!
+//! Both `/api/v1/.../events` (core/v1) and `/apis/events.k8s.io/v1/.../events` are served
+//! from one store; objects keep whatever shape the test created them in.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// How often bookmarks are sent on an idle watch.
+const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    /// Current objects by uid: (resourceVersion, object).
+    objects: BTreeMap<String, (u64, Value)>,
+    /// Every change: (resourceVersion, watch type, object).
+    history: Vec<(u64, &'static str, Value)>,
+    /// Watches from below this resourceVersion are expired (410).
+    compacted: u64,
+    /// Close every watch after this many frames (a dropped connection).
+    drop_after: Option<usize>,
+    /// Answer the next N requests with a 500.
+    fail_next: usize,
+    /// Requests served, by kind.
+    lists: usize,
+    watches: usize,
+}
+
+/// A running fake API server.
+pub struct FakeApiServer {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    store: Arc<Mutex<Store>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+impl FakeApiServer {
+    /// Starts serving on a free loopback port.
+    pub fn start() -> FakeApiServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store: Shared = Arc::default();
+        let app = Router::new()
+            .route("/api/v1/events", get(events))
+            .route("/api/v1/namespaces/{ns}/events", get(namespaced_events))
+            .route("/apis/events.k8s.io/v1/events", get(events))
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                get(namespaced_events),
+            )
+            .with_state(store.clone());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        FakeApiServer {
+            port,
+            store,
+            runtime,
+        }
+    }
+
+    /// A kubeconfig reaching this server with a bearer token.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{}\nusers:\n- name: tester\n  user:\n    token: test-token\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\ncurrent-context: fake\n",
+            self.port
+        )
+    }
+
+    /// Records a change: `ADDED` for a new uid, `MODIFIED` for a known one. Returns the
+    /// object's new resourceVersion.
+    pub fn apply(&self, mut object: Value) -> u64 {
+        let mut store = self.store.lock().unwrap();
+        store.rv += 1;
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let uid = object["metadata"]["uid"].as_str().unwrap().to_owned();
+        let kind = if store.objects.contains_key(&uid) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        store.objects.insert(uid, (rv, object.clone()));
+        store.history.push((rv, kind, object));
+        rv
+    }
+
+    /// Deletes an object (what TTL expiry looks like).
+    pub fn delete(&self, uid: &str) {
+        let mut store = self.store.lock().unwrap();
+        store.rv += 1;
+        let rv = store.rv;
+        if let Some((_, mut object)) = store.objects.remove(uid) {
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            store.history.push((rv, "DELETED", object));
+        }
+    }
+
+    /// Expires every resourceVersion up to now: later watches from them get 410.
+    pub fn compact(&self) {
+        let mut store = self.store.lock().unwrap();
+        store.compacted = store.rv + 1;
+    }
+
+    /// Drops every watch connection after `frames` frames.
+    pub fn drop_watches_after(&self, frames: Option<usize>) {
+        self.store.lock().unwrap().drop_after = frames;
+    }
+
+    /// Answers the next `n` requests with 500 Internal Server Error.
+    pub fn fail_next(&self, n: usize) {
+        self.store.lock().unwrap().fail_next = n;
+    }
+
+    /// (lists, watches) served so far.
+    pub fn requests(&self) -> (usize, usize) {
+        let store = self.store.lock().unwrap();
+        (store.lists, store.watches)
+    }
+
+    /// Stops serving.
+    pub fn stop(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+async fn events(
+    State(store): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    serve(store, None, q).await
+}
+
+async fn namespaced_events(
+    State(store): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    serve(store, Some(ns), q).await
+}
+
+fn in_namespace(object: &Value, ns: &Option<String>) -> bool {
+    ns.as_ref()
+        .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
+}
+
+fn matches_selector(object: &Value, selector: Option<&String>) -> bool {
+    // Only `type=X` (what kollate sends for `types`) is understood; anything else matches.
+    selector.is_none_or(|s| {
+        s.split(',').all(|term| match term.split_once('=') {
+            Some(("type", want)) => object["type"].as_str() == Some(want),
+            _ => true,
+        })
+    })
+}
+
+async fn serve(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
+    {
+        let mut s = store.lock().unwrap();
+        if s.fail_next > 0 {
+            s.fail_next -= 1;
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected failure", "reason": "InternalError", "code": 500});
+            return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
+        }
+    }
+    if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
+        watch(store, ns, q)
+    } else {
+        list(store, ns, q)
+    }
+}
+
+fn list(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
+    let mut s = store.lock().unwrap();
+    s.lists += 1;
+    let selected: Vec<&Value> = s
+        .objects
+        .values()
+        .map(|(_, o)| o)
+        .filter(|o| in_namespace(o, &ns) && matches_selector(o, q.get("fieldSelector")))
+        .collect();
+    let offset: usize = q
+        .get("continue")
+        .and_then(|c| c.strip_prefix("page-"))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let page: Vec<&Value> = selected.iter().skip(offset).take(limit).copied().collect();
+    let mut metadata = json!({"resourceVersion": s.rv.to_string()});
+    if offset + page.len() < selected.len() {
+        metadata["continue"] = json!(format!("page-{}", offset + page.len()));
+        metadata["remainingItemCount"] = json!(selected.len() - offset - page.len());
+    }
+    axum::Json(
+        json!({"kind": "EventList", "apiVersion": "v1", "metadata": metadata, "items": page}),
+    )
+    .into_response()
+}
+
+struct WatchState {
+    store: Shared,
+    ns: Option<String>,
+    selector: Option<String>,
+    from: u64,
+    sent: usize,
+    deadline: Instant,
+    bookmarks: bool,
+    last_bookmark: Instant,
+    done: bool,
+}
+
+fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
+    let (from, expired) = {
+        let mut s = store.lock().unwrap();
+        s.watches += 1;
+        let from = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => s.rv,
+            Some(v) => v.parse().unwrap_or(0),
+        };
+        (from, from + 1 < s.compacted)
+    };
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1800u64);
+    let state = WatchState {
+        store,
+        ns,
+        selector: q.get("fieldSelector").cloned(),
+        from,
+        sent: 0,
+        deadline: Instant::now() + Duration::from_secs(timeout),
+        bookmarks: matches!(
+            q.get("allowWatchBookmarks").map(String::as_str),
+            Some("true" | "1")
+        ),
+        last_bookmark: Instant::now(),
+        done: false,
+    };
+    if expired {
+        let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {from}"), "reason": "Expired", "code": 410}});
+        return Body::from(format!("{status}\n")).into_response();
+    }
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.done || Instant::now() >= st.deadline {
+                return None;
+            }
+            let next = {
+                let s = st.store.lock().unwrap();
+                let drop_after = s.drop_after;
+                let change = s
+                    .history
+                    .iter()
+                    .find(|(rv, _, o)| {
+                        *rv > st.from
+                            && in_namespace(o, &st.ns)
+                            && matches_selector(o, st.selector.as_ref())
+                    })
+                    .cloned();
+                (change, drop_after, s.rv)
+            };
+            match next {
+                (Some((rv, kind, object)), drop_after, _) => {
+                    st.from = rv;
+                    st.sent += 1;
+                    if drop_after.is_some_and(|n| st.sent >= n) {
+                        st.done = true;
+                    }
+                    let frame = json!({"type": kind, "object": object});
+                    return Some((Ok::<_, Infallible>(Bytes::from(format!("{frame}\n"))), st));
+                }
+                (None, _, current)
+                    if st.bookmarks && st.last_bookmark.elapsed() >= BOOKMARK_EVERY =>
+                {
+                    st.last_bookmark = Instant::now();
+                    st.from = st.from.max(current);
+                    let frame = json!({"type": "BOOKMARK", "object": {"kind": "Event", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": st.from.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}});
+                    return Some((Ok(Bytes::from(format!("{frame}\n"))), st));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    Body::from_stream(stream).into_response()
+}
+
+/// Now, as the API server writes it.
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A core/v1 Event object that happened now.
+pub fn core_event(uid: &str, namespace: &str, reason: &str, count: u64) -> Value {
+    let now = now();
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("pod-{uid}.{uid}"), "namespace": namespace, "uid": uid},
+        "involvedObject": {"kind": "Pod", "namespace": namespace, "name": format!("pod-{uid}")},
+        "reason": reason, "message": format!("{reason} for pod-{uid}"), "type": "Warning",
+        "source": {"component": "kubelet", "host": "n-1"}, "count": count,
+        "firstTimestamp": now, "lastTimestamp": now,
+    })
+}
+
+/// An events.k8s.io/v1 Event object that happened now.
+pub fn events_v1_event(uid: &str, namespace: &str, reason: &str) -> Value {
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": format!("pod-{uid}.{uid}"), "namespace": namespace, "uid": uid},
+        "regarding": {"kind": "Pod", "namespace": namespace, "name": format!("pod-{uid}")},
+        "reason": reason, "note": format!("{reason} for pod-{uid}"), "type": "Normal",
+        "reportingController": "kubelet", "reportingInstance": "n-1", "action": "Started",
+        "eventTime": now,
+    })
+}
