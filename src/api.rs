@@ -2,8 +2,9 @@
 //!
 //! Served on `[api] address` (loopback by default) when `[api] enabled = true`:
 //!
-//! - `GET /healthz`: 200 while the pipeline runs, 503 once it is shutting down;
-//! - `GET /readyz`: the same for now (later: 503 while a watch has stalled);
+//! - `GET /healthz`, `GET /readyz`: 200 while the pipeline runs; 503 once it is shutting
+//!   down, or while a watch has made no progress (no event, no bookmark) for longer than
+//!   its source's `stall_timeout` (a stalled watch is what restarting fixes);
 //! - `GET /metrics`: per-component counters in the Prometheus text format, named by
 //!   Prometheus conventions after Vector's component metrics.
 //!
@@ -97,11 +98,26 @@ impl Api {
     }
 }
 
+/// 200 while running; 503 when stopping or when a watch has made no progress (no event,
+/// no bookmark) for longer than its `stall_timeout`, naming the component.
 async fn health(State(state): State<ApiState>) -> Response {
     if state.stopping.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
-    } else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    let now = crate::metrics::now_ms();
+    let stalled: Vec<String> = state
+        .metrics
+        .components()
+        .iter()
+        .filter_map(|c| {
+            c.stalled_for(now)
+                .map(|d| format!("{} {}: no progress for {}s\n", c.kind, c.id, d.as_secs()))
+        })
+        .collect();
+    if stalled.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, stalled.concat()).into_response()
     }
 }
 

@@ -28,9 +28,32 @@ pub struct ComponentMetrics {
     pub warnings: AtomicU64,
     /// Bytes read (sources) or written (sinks).
     pub bytes: AtomicU64,
+    /// For sources that can stall (a watch): when they last made progress (Unix ms).
+    pub progress_ms: AtomicU64,
+    /// How long without progress counts as stalled (ms); 0 for components that cannot stall.
+    pub stall_after_ms: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ComponentMetrics {
+    /// Records progress (an event, a bookmark, a successful list) now.
+    pub fn progressed(&self) {
+        self.progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the component has gone without progress beyond its bound, if it has.
+    pub fn stalled_for(&self, now_ms: u64) -> Option<std::time::Duration> {
+        let bound = self.stall_after_ms.load(Ordering::Relaxed);
+        let since = now_ms.saturating_sub(self.progress_ms.load(Ordering::Relaxed));
+        (bound > 0 && since > bound).then(|| std::time::Duration::from_millis(since))
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);

@@ -1,5 +1,9 @@
 //! Black-box tests: the `kollate` binary run on real files, as a user runs it.
 
+mod support;
+
+use support::http_get;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -616,28 +620,6 @@ fn replay_paces_events_by_their_own_timestamps() {
         start.elapsed()
     );
     assert_eq!(lines(&dir.path("out.jsonl")).len(), 3);
-}
-
-/// A plain HTTP/1.1 GET over TCP: (status, body).
-fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]

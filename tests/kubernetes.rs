@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::fake_apiserver::{FakeApiServer, core_event, events_v1_event};
+use support::http_get;
 
 unsafe extern "C" {
     #[link_name = "kill"]
@@ -265,4 +266,47 @@ fn start_at_beginning_pages_through_existing_events_and_errors_are_retried() {
     let (lists, _) = h.server.requests();
     assert!(lists >= 8, "2,000 events in pages of 250 ({lists} lists)");
     assert_eq!(tally(&h.received()).len(), 2_001);
+}
+
+#[test]
+fn health_checks_report_a_watch_that_stopped_making_progress() {
+    let h = Harness::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = h.start(&format!("api = \"core/v1\"\nstall_timeout = \"1s\"\n[api]\nenabled = true\naddress = \"127.0.0.1:{port}\""));
+    let readyz = || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| http_get(port, "/readyz", None))
+    };
+    let wait_until = |want: u16| {
+        let start = Instant::now();
+        loop {
+            if let Some((status, body)) = readyz()
+                && status == want
+            {
+                return body;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "/readyz never answered {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_until(200);
+    // The watch stays open but nothing arrives, not even bookmarks.
+    h.server.silence_bookmarks(true);
+    let body = wait_until(503);
+    assert!(body.contains("source cluster: no progress"), "{body}");
+    assert_eq!(http_get(port, "/healthz", None).0, 503);
+    h.server.silence_bookmarks(false);
+    wait_until(200);
+    h.server
+        .apply(core_event("after-stall", "shop", "BackOff", 1));
+    h.wait_for(1);
+    h.stop(child);
 }

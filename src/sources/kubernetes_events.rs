@@ -50,6 +50,9 @@ pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
 pub const DEFAULT_DEDUPE_CAPACITY: usize = 100_000;
 /// Default events per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Default time without progress (no event, no bookmark) after which the watch counts as
+/// stalled in the health checks. API servers send a bookmark about every minute.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(180);
 /// A partial batch waits at most this long.
 const BATCH_TIMEOUT: Duration = Duration::from_millis(200);
 /// Backoff bounds.
@@ -119,6 +122,9 @@ fn default_dedupe() -> usize {
 fn default_batch_size() -> usize {
     DEFAULT_BATCH_SIZE
 }
+fn default_stall_timeout() -> DurationValue {
+    DurationValue(DEFAULT_STALL_TIMEOUT)
+}
 
 /// `type = "kubernetes_events"`.
 #[derive(Debug, Deserialize)]
@@ -161,6 +167,10 @@ pub struct KubernetesEventsSourceConfig {
     /// Events per batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Without progress (no event, no bookmark, no successful list) for this long, the
+    /// health checks report the source stalled (default 3m).
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: DurationValue,
 }
 
 /// The source could not talk to the API server in a way retrying cannot fix.
@@ -198,6 +208,11 @@ impl KubernetesEventsSourceConfig {
             dedupe_capacity: NonZeroUsize::new(self.dedupe_capacity.max(1)).expect("non-zero"),
             batch_size: self.batch_size.max(1),
         };
+        ctx.metrics.stall_after_ms.store(
+            self.stall_timeout.0.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        ctx.metrics.progressed();
         let scopes: Vec<Option<String>> = if self.namespaces.is_empty() {
             vec![None]
         } else {
@@ -474,6 +489,7 @@ impl ScopeWatcher {
         params.limit = Some(if emit { self.settings.page_size } else { 1 });
         loop {
             let page = self.api.list(&params).await.map_err(Failure::from_kube)?;
+            self.metrics.progressed();
             let list_rv = page.metadata.resource_version.clone().unwrap_or_default();
             if emit {
                 for obj in page.items {
@@ -530,6 +546,7 @@ impl ScopeWatcher {
                 tracing::debug!(component = %self.id, scope = %self.key, resource_version = ?rv, "Watch closed; watching again.");
                 return Ok(WatchEnd::Closed);
             };
+            self.metrics.progressed();
             match item.map_err(Failure::from_kube)? {
                 WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
                     let position = obj.metadata.resource_version.clone();

@@ -46,6 +46,8 @@ struct Store {
     drop_after: Option<usize>,
     /// Answer the next N requests with a 500.
     fail_next: usize,
+    /// Send no bookmarks (a watch that says nothing: what a stall looks like).
+    silent: bool,
     /// Requests served, by kind.
     lists: usize,
     watches: usize,
@@ -137,6 +139,11 @@ impl FakeApiServer {
     /// Drops every watch connection after `frames` frames.
     pub fn drop_watches_after(&self, frames: Option<usize>) {
         self.store.lock().unwrap().drop_after = frames;
+    }
+
+    /// Stops (or resumes) sending bookmarks on open watches.
+    pub fn silence_bookmarks(&self, silent: bool) {
+        self.store.lock().unwrap().silent = silent;
     }
 
     /// Answers the next `n` requests with 500 Internal Server Error.
@@ -285,7 +292,8 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
             }
             let next = {
                 let s = st.store.lock().unwrap();
-                let drop_after = s.drop_after;
+                let drop_after = if s.silent { None } else { s.drop_after };
+                let silent = s.silent;
                 let change = s
                     .history
                     .iter()
@@ -295,10 +303,10 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
                             && matches_selector(o, st.selector.as_ref())
                     })
                     .cloned();
-                (change, drop_after, s.rv)
+                (change, drop_after, s.rv, silent)
             };
             match next {
-                (Some((rv, kind, object)), drop_after, _) => {
+                (Some((rv, kind, object)), drop_after, _, _) => {
                     st.from = rv;
                     st.sent += 1;
                     if drop_after.is_some_and(|n| st.sent >= n) {
@@ -307,7 +315,7 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
                     let frame = json!({"type": kind, "object": object});
                     return Some((Ok::<_, Infallible>(Bytes::from(format!("{frame}\n"))), st));
                 }
-                (None, _, current)
+                (None, _, current, false)
                     if st.bookmarks && st.last_bookmark.elapsed() >= BOOKMARK_EVERY =>
                 {
                     st.last_bookmark = Instant::now();
