@@ -42,6 +42,15 @@ use crate::event::{Event, decode_json};
 use crate::metrics::ComponentMetrics;
 use crate::topology::{BuildError, Fanout, SourceContext, Task};
 
+/// Every API call the source makes, as (API group, resource, verb): what its RBAC role
+/// must allow, and all it needs (`examples/kubernetes/rbac.yaml` is checked against it).
+pub const REQUIRED_PERMISSIONS: &[(&str, &str, &str)] = &[
+    ("events.k8s.io", "events", "list"),
+    ("events.k8s.io", "events", "watch"),
+    ("", "events", "list"),
+    ("", "events", "watch"),
+];
+
 /// Default events per list page.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 /// Default server-side watch timeout (the connection is then replaced).
