@@ -94,6 +94,9 @@ pub(crate) struct RawEvent<'a> {
     /// `object` of a watch frame (`{"type": "ADDED", "object": {...}}`).
     #[serde(default, borrow)]
     pub(crate) object: Option<Box<RawEvent<'a>>>,
+    /// `code` of a `Status` (the object of a watch `ERROR` frame).
+    #[serde(default, deserialize_with = "lenient_count")]
+    code: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,6 +255,82 @@ impl RawEvent<'_> {
             ..Event::default()
         })
     }
+}
+
+/// One frame of a Kubernetes watch stream (`{"type": ..., "object": ...}`).
+// Not boxed: the event is moved once into a batch; a box would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+pub enum WatchFrame {
+    /// `ADDED` or `MODIFIED`: the object's uid and resourceVersion, and the event (or why
+    /// the object is not one).
+    Change {
+        /// `metadata.uid`.
+        uid: String,
+        /// `metadata.resourceVersion`.
+        resource_version: String,
+        /// The decoded event.
+        event: Result<Event, DecodeError>,
+    },
+    /// `DELETED` (TTL expiry: not news).
+    Deleted {
+        /// `metadata.resourceVersion`.
+        resource_version: String,
+    },
+    /// `BOOKMARK`: progress without a change.
+    Bookmark {
+        /// `metadata.resourceVersion`.
+        resource_version: String,
+    },
+    /// `ERROR` with the `Status` code (410: the resourceVersion expired) and message.
+    Error {
+        /// HTTP-style status code.
+        code: u64,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// Decodes one line of a watch stream, straight from the bytes (one parse, no detour
+/// through a generic JSON tree).
+///
+/// # Errors
+/// Malformed JSON or a frame without an object.
+pub fn decode_watch_frame(line: &[u8]) -> Result<WatchFrame, String> {
+    let frame = match sonic_rs::from_slice::<Box<RawEvent<'_>>>(line) {
+        Ok(frame) => frame,
+        Err(_) => serde_json::from_slice::<Box<RawEvent<'_>>>(line).map_err(|e| e.to_string())?,
+    };
+    let kind = frame.event_type.clone();
+    let object = frame
+        .object
+        .ok_or_else(|| "watch frame without an object".to_owned())?;
+    let meta = |o: &RawEvent<'_>| {
+        let m = o.metadata.as_ref();
+        let pick = |from_meta: Option<&Str>, flat: &Str| {
+            from_meta
+                .filter(|s| !s.is_empty())
+                .unwrap_or(flat)
+                .to_string()
+        };
+        (
+            pick(m.map(|m| &m.uid), &o.uid),
+            pick(m.map(|m| &m.resource_version), &o.resource_version),
+        )
+    };
+    let (uid, resource_version) = meta(&object);
+    Ok(match kind.as_str() {
+        "DELETED" => WatchFrame::Deleted { resource_version },
+        "BOOKMARK" => WatchFrame::Bookmark { resource_version },
+        "ERROR" => WatchFrame::Error {
+            code: object.code.unwrap_or(0),
+            message: object.message.clone().unwrap_or_default(),
+        },
+        _ => WatchFrame::Change {
+            uid,
+            resource_version,
+            event: object.into_event(),
+        },
+    })
 }
 
 /// Decodes one JSON object as an [`Event`].

@@ -24,7 +24,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use decode::RawEvent;
-pub use decode::{decode_json, parse_time};
+pub use decode::{WatchFrame, decode_json, decode_watch_frame, parse_time};
 pub use encode::format_time;
 use encode::ser_time;
 

@@ -28,17 +28,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Timelike;
-use futures::StreamExt;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchEvent, WatchParams,
-};
+use futures::{AsyncBufReadExt, StreamExt};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{AckTracker, Batch};
 use crate::config::DurationValue;
-use crate::event::{Event, decode_json};
+use crate::event::{Event, WatchFrame, decode_json, decode_watch_frame};
 use crate::metrics::ComponentMetrics;
 use crate::topology::{BuildError, Fanout, SourceContext, Task};
 
@@ -324,6 +322,7 @@ async fn run(
         let watcher = ScopeWatcher {
             id: id.clone(),
             key: scope_key(&scope),
+            client: client.clone(),
             api,
             settings: settings.clone(),
             out: out.clone(),
@@ -352,6 +351,7 @@ async fn run(
 struct ScopeWatcher {
     id: String,
     key: String,
+    client: kube::Client,
     api: Api<DynamicObject>,
     settings: Settings,
     out: Fanout,
@@ -520,6 +520,8 @@ impl ScopeWatcher {
         }
     }
 
+    /// Watches from `from`, reading the stream's frames straight into kollate's decoder
+    /// (one JSON parse per event, instead of the client's generic object and back).
     async fn watch(
         &mut self,
         from: &str,
@@ -536,55 +538,83 @@ impl ScopeWatcher {
             bookmarks: true,
             ..Default::default()
         };
-        let stream = self
-            .api
+        let request = kube::core::Request::new(self.api.resource_url())
             .watch(&params, from)
+            .map_err(|e| Failure::Retry(None, e.to_string()))?;
+        let body = self
+            .client
+            .request_stream(request)
             .await
             .map_err(Failure::from_kube)?;
-        let mut stream = std::pin::pin!(stream);
+        let mut lines = std::pin::pin!(body.lines());
         loop {
             let next = tokio::select! {
-                next = stream.next() => next,
+                next = lines.next() => next,
                 _ = tokio::time::sleep(BATCH_TIMEOUT) => {
                     self.flush(outbox).await?;
                     continue;
                 }
                 _ = self.shutdown.cancelled() => return Ok(WatchEnd::Closed),
             };
-            let Some(item) = next else {
+            let Some(line) = next else {
                 tracing::debug!(component = %self.id, scope = %self.key, resource_version = ?rv, "Watch closed; watching again.");
                 return Ok(WatchEnd::Closed);
             };
+            let line =
+                line.map_err(|e| Failure::Retry(None, format!("watch stream broke: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
             self.metrics.progressed();
-            match item.map_err(Failure::from_kube)? {
-                WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
-                    let position = obj.metadata.resource_version.clone();
-                    tracing::trace!(component = %self.id, resource_version = ?position, "Watch event.");
-                    if let Some(event) = self.decode(&obj, &mut outbox.seen) {
-                        self.push(event, position.clone().unwrap_or_default(), outbox)
-                            .await?;
-                    }
-                    if position.is_some() {
-                        *rv = position;
-                    }
+            ComponentMetrics::add(&self.metrics.bytes, line.len() as u64);
+            let frame = match decode_watch_frame(line.as_bytes()) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    ComponentMetrics::add(&self.metrics.errors, 1);
+                    tracing::warn!(component = %self.id, %error, "Skipped an undecodable watch frame.");
+                    continue;
                 }
-                WatchEvent::Deleted(obj) => {
+            };
+            match frame {
+                WatchFrame::Change {
+                    uid,
+                    resource_version,
+                    event,
+                } => {
+                    if outbox
+                        .seen
+                        .put(format!("{uid}/{resource_version}"), ())
+                        .is_some()
+                    {
+                        ComponentMetrics::add(&self.metrics.discarded, 1);
+                    } else {
+                        match event {
+                            Ok(event) => {
+                                ComponentMetrics::add(&self.metrics.events_in, 1);
+                                self.push(event, resource_version.clone(), outbox).await?;
+                            }
+                            Err(error) => {
+                                ComponentMetrics::add(&self.metrics.errors, 1);
+                                tracing::warn!(component = %self.id, %error, "Skipped an object that is not an Event.");
+                            }
+                        }
+                    }
+                    *rv = Some(resource_version);
+                }
+                WatchFrame::Deleted { resource_version } => {
                     ComponentMetrics::add(&self.metrics.discarded, 1);
-                    if obj.metadata.resource_version.is_some() {
-                        *rv = obj.metadata.resource_version.clone();
-                    }
+                    *rv = Some(resource_version);
                 }
-                WatchEvent::Bookmark(bookmark) => {
-                    let position = bookmark.metadata.resource_version.clone();
+                WatchFrame::Bookmark { resource_version } => {
                     self.flush(outbox).await?;
-                    self.push_position(position.clone(), outbox).await?;
-                    *rv = Some(position);
+                    self.push_position(resource_version.clone(), outbox).await?;
+                    *rv = Some(resource_version);
                 }
-                WatchEvent::Error(status) if status.code == 410 => return Ok(WatchEnd::Expired),
-                WatchEvent::Error(status) => {
+                WatchFrame::Error { code: 410, .. } => return Ok(WatchEnd::Expired),
+                WatchFrame::Error { code, message } => {
                     return Err(Failure::Retry(
                         None,
-                        format!("watch error {}: {}", status.code, status.message),
+                        format!("watch error {code}: {message}"),
                     ));
                 }
             }

@@ -294,8 +294,9 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
                 let s = st.store.lock().unwrap();
                 let drop_after = if s.silent { None } else { s.drop_after };
                 let silent = s.silent;
-                let change = s
-                    .history
+                // History is in resourceVersion order: start right after `from`.
+                let start = s.history.partition_point(|(rv, _, _)| *rv <= st.from);
+                let change = s.history[start..]
                     .iter()
                     .find(|(rv, _, o)| {
                         *rv > st.from
