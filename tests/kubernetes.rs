@@ -247,13 +247,15 @@ fn a_restart_resumes_from_the_checkpoint_with_no_gap_and_no_duplicate() {
 }
 
 #[test]
-fn start_at_beginning_pages_through_existing_events_and_errors_are_retried() {
+fn start_at_beginning_pages_through_existing_events_and_errors_and_429s_are_retried() {
     let h = Harness::new();
     for i in 0..2_000 {
         h.server
             .apply(core_event(&format!("x-{i}"), "shop", "Pulled", 1));
     }
     h.server.fail_next(2);
+    h.server.throttle_watches(2, 1);
+    let watch_started = Instant::now();
     let child = h.start("api = \"core/v1\"\nstart_at = \"beginning\"\npage_size = 250");
     h.wait_for(2_000);
     h.server.apply(core_event("after", "shop", "Pulled", 1));
@@ -262,6 +264,15 @@ fn start_at_beginning_pages_through_existing_events_and_errors_are_retried() {
     assert!(
         stderr.contains("retrying"),
         "the injected 500s were retried: {stderr}"
+    );
+    assert_eq!(
+        h.server.throttles_left(),
+        0,
+        "both watches were answered 429 first"
+    );
+    assert!(
+        watch_started.elapsed() >= Duration::from_secs(2),
+        "the event after the list came through a watch opened only after two Retry-After waits of 1 s"
     );
     let (lists, _) = h.server.requests();
     assert!(lists >= 8, "2,000 events in pages of 250 ({lists} lists)");

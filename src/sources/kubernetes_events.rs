@@ -12,7 +12,7 @@
 //!    emitted already, by `uid` + `resourceVersion`, remembered in a bounded LRU that is
 //!    saved with the checkpoint; it never re-sends the history and never skips;
 //! 4. retries every failure with jittered exponential backoff (reset after a healthy
-//!    watch), honouring `Retry-After` on 429.
+//!    watch); 429 answers are retried by the `kube` client after their `Retry-After`.
 //!
 //! The checkpoint (`<data_dir>/checkpoints/<id>.json`) holds, per scope, the newest
 //! resourceVersion that every sink has acknowledged (bookmarks advance it while idle) and
@@ -541,6 +541,7 @@ impl ScopeWatcher {
         let request = kube::core::Request::new(self.api.resource_url())
             .watch(&params, from)
             .map_err(|e| Failure::Retry(None, e.to_string()))?;
+        // kube's client retries 429 answers itself, after their Retry-After.
         let body = self
             .client
             .request_stream(request)

@@ -48,6 +48,8 @@ struct Store {
     fail_next: usize,
     /// Send no bookmarks (a watch that says nothing: what a stall looks like).
     silent: bool,
+    /// Answer the next N watch requests with 429 and this Retry-After (seconds).
+    throttle: (usize, u64),
     /// Requests served, by kind.
     lists: usize,
     watches: usize,
@@ -146,9 +148,19 @@ impl FakeApiServer {
         self.store.lock().unwrap().silent = silent;
     }
 
+    /// Answers the next `n` watch requests with 429 Too Many Requests, `Retry-After: secs`.
+    pub fn throttle_watches(&self, n: usize, secs: u64) {
+        self.store.lock().unwrap().throttle = (n, secs);
+    }
+
     /// Answers the next `n` requests with 500 Internal Server Error.
     pub fn fail_next(&self, n: usize) {
         self.store.lock().unwrap().fail_next = n;
+    }
+
+    /// Throttled (429) answers still to give.
+    pub fn throttles_left(&self) -> usize {
+        self.store.lock().unwrap().throttle.0
     }
 
     /// (lists, watches) served so far.
@@ -203,6 +215,19 @@ async fn serve(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -
         }
     }
     if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
+        {
+            let mut s = store.lock().unwrap();
+            if s.throttle.0 > 0 {
+                s.throttle.0 -= 1;
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too many requests", "reason": "TooManyRequests", "code": 429});
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", s.throttle.1.to_string())],
+                    axum::Json(status),
+                )
+                    .into_response();
+            }
+        }
         watch(store, ns, q)
     } else {
         list(store, ns, q)
