@@ -118,11 +118,6 @@ impl<R: BufRead> Reader<R> {
         self.committed_line
     }
 
-    /// The line the next read starts on.
-    pub fn line(&self) -> u64 {
-        self.line
-    }
-
     /// Reads every complete line available now; returns the number of bytes read
     /// (0 at end of input). A partial last line stays buffered until more arrives or
     /// [`Reader::finish`] is called.

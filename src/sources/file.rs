@@ -476,6 +476,12 @@ impl FileSource {
             }
         });
         if let Some(store) = store.as_mut() {
+            if emitter.tracker.has_failed() {
+                tracing::warn!(
+                    component = %emitter.context().id,
+                    "A sink failed to deliver a batch: the checkpoint stays before it, so a restart reads it again."
+                );
+            }
             store.save(true);
         }
         result
