@@ -301,15 +301,7 @@ impl CheckpointStore {
         if !self.dirty || (!force && self.last_write.elapsed() < CHECKPOINT_INTERVAL) {
             return;
         }
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = self.path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        match write() {
+        match super::write_checkpoint(&self.path, &self.state) {
             Ok(()) => {
                 self.dirty = false;
                 self.last_write = Instant::now();

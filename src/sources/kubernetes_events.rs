@@ -21,7 +21,7 @@
 //! Objects are read as untyped JSON and decoded by kollate's own decoder, the same one the
 //! file source uses, so both Event APIs give the same [`crate::event::Event`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -718,22 +718,11 @@ impl ScopeWatcher {
         let entry = store.scopes.entry(self.key.clone()).or_default();
         entry.resource_version = outbox.acknowledged.clone();
         entry.floor = outbox.floor;
-        let mut keys: VecDeque<String> = seen.iter().map(|(k, _)| k.clone()).collect();
-        keys.make_contiguous().reverse();
-        entry.seen = keys.into();
-        let bytes = match serde_json::to_vec(&*store) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = self.path.with_extension("json.tmp");
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        if let Err(error) = write() {
+        // Oldest first, so that loading them back in order keeps the LRU order.
+        let mut keys: Vec<String> = seen.iter().map(|(k, _)| k.clone()).collect();
+        keys.reverse();
+        entry.seen = keys;
+        if let Err(error) = super::write_checkpoint(&self.path, &*store) {
             tracing::error!(component = %self.id, file = %self.path.display(), %error, "Failed to write checkpoint.");
         }
     }

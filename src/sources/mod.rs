@@ -12,6 +12,8 @@ pub mod kubernetes_events;
 
 pub use emit::{ReadError, Replay};
 
+use std::path::Path;
+
 use serde::Deserialize;
 use toml::de::ValueDeserializer;
 
@@ -83,4 +85,18 @@ impl SourceConfig {
             SourceConfig::KubernetesEvents(c) => c.build(ctx),
         }
     }
+}
+
+/// Writes a source's checkpoint file so that a crash leaves either the old or the new one:
+/// to a temporary file first, then renamed over the old.
+///
+/// # Errors
+/// The directory cannot be created or the file written.
+pub(crate) fn write_checkpoint(path: &Path, state: &impl serde::Serialize) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, path)
 }
