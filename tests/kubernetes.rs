@@ -19,6 +19,17 @@ unsafe extern "C" {
 struct Harness {
     dir: tempfile::TempDir,
     server: FakeApiServer,
+    /// Every kollate started, killed when the test ends (also when it fails).
+    started: std::cell::RefCell<Vec<u32>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for pid in self.started.borrow().iter() {
+            // SAFETY: signalling a child we started; harmless if it already exited.
+            unsafe { libc_kill(*pid as i32, 9) };
+        }
+    }
 }
 
 impl Harness {
@@ -26,7 +37,11 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let server = FakeApiServer::start();
         std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig()).unwrap();
-        Harness { dir, server }
+        Harness {
+            dir,
+            server,
+            started: Default::default(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -35,12 +50,17 @@ impl Harness {
 
     /// Starts kollate: kubernetes_events (with `extra` options) -> file sink `out.jsonl`.
     fn start(&self, extra: &str) -> Child {
+        self.start_with(extra, "")
+    }
+
+    /// [`Harness::start`], with options for the file sink too.
+    fn start_with(&self, extra: &str, sink_extra: &str) -> Child {
         let config = self.path("kollate.toml");
         std::fs::write(
             &config,
             format!(
                 "data_dir = {:?}\n[sources.cluster]\ntype = \"kubernetes_events\"\nkubeconfig = {:?}\nwatch_timeout = \"5s\"\n{extra}\n\
-                 [sinks.out]\ntype = \"file\"\ninputs = [\"cluster\"]\npath = {:?}\n",
+                 [sinks.out]\ntype = \"file\"\ninputs = [\"cluster\"]\npath = {:?}\n{sink_extra}\n",
                 self.path("data").display().to_string(),
                 self.path("kubeconfig").display().to_string(),
                 self.path("out.jsonl").display().to_string(),
@@ -52,12 +72,15 @@ impl Harness {
             .append(true)
             .open(self.path("kollate.log"))
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_kollate"))
+        let child = Command::new(env!("CARGO_BIN_EXE_kollate"))
             .args(["--log-level", "info", "run", "--no-progress", "--config"])
             .arg(&config)
+            .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap()
+            .unwrap();
+        self.started.borrow_mut().push(child.id());
+        child
     }
 
     fn received(&self) -> Vec<serde_json::Value> {
@@ -320,4 +343,50 @@ fn health_checks_report_a_watch_that_stopped_making_progress() {
         .apply(core_event("after-stall", "shop", "BackOff", 1));
     h.wait_for(1);
     h.stop(child);
+}
+
+#[test]
+fn kill_9_at_five_random_points_then_restart_every_event_exactly_once() {
+    use rand::Rng;
+    let h = Harness::new();
+    let sink = "idempotent = true";
+    let mut child = h.start_with("api = \"core/v1\"", sink);
+    // "now" is once the source has its starting point (saved at once).
+    let checkpoint = h.path("data/checkpoints/cluster.json");
+    let start = Instant::now();
+    while !checkpoint.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let producer = {
+        let server = h.server.handle();
+        std::thread::spawn(move || {
+            for i in 0..10_000 {
+                server.apply(core_event(&format!("k-{i}"), "shop", "BackOff", 1));
+                if i % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let mut rng = rand::rng();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..900)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = h.start_with("api = \"core/v1\"", sink);
+    }
+    producer.join().unwrap();
+    h.wait_for(10_000);
+    std::thread::sleep(Duration::from_millis(700));
+    h.stop(child);
+    let received = h.received();
+    let counts = tally(&received);
+    assert_eq!(counts.len(), 10_000, "nothing lost");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "nothing repeated: {} lines for {} events",
+        received.len(),
+        counts.len()
+    );
 }

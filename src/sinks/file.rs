@@ -13,21 +13,33 @@
 //! has returned: it survives a crash of kollate, not of the machine. With `"batch"` the file
 //! is `fdatasync`ed before every acknowledgement: it survives power loss, at a cost in
 //! throughput. At shutdown every file is synced whatever the policy.
+//!
+//! Exactly once across crashes (`idempotent = true`): a source resumes from its last
+//! acknowledged checkpoint, so after a `kill -9` it sends again what was written but not yet
+//! checkpointed. With this option, the first time the sink touches an existing file it cuts
+//! off an incomplete last line (a write the crash interrupted; it will be sent again) and
+//! reads the identities (`uid` + `resource_version`) of the events in the file's last
+//! [`IDEMPOTENT_TAIL`] bytes; events already there are skipped (counted as discarded).
+//! Events without both fields are always written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use chrono::format::{Item, StrftimeItems};
 use serde::Deserialize;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::{ByteSize, DurationValue};
 use crate::event::Event;
 use crate::metrics::ComponentMetrics;
 use crate::topology::{BuildError, SinkContext, Task};
+
+/// How much of an existing file's end `idempotent` reads back when it first touches it.
+pub const IDEMPOTENT_TAIL: u64 = 8 << 20;
 
 /// Default bound on files held open at once.
 pub const DEFAULT_MAX_OPEN_FILES: usize = 64;
@@ -65,6 +77,10 @@ pub struct FileSinkConfig {
     /// Most files held open at once; the least recently written is closed beyond it.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: usize,
+    /// Skip events an existing file already ends with (same `uid` and `resource_version`),
+    /// and cut off a line a crash left incomplete: exactly once across restarts.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 /// One piece of a path template.
@@ -232,6 +248,8 @@ impl FileSinkConfig {
             max_open: self.max_open_files.max(1),
             open: HashMap::new(),
             tick: 0,
+            idempotent: self.idempotent,
+            written: HashMap::new(),
         };
         Ok(Box::pin(async move {
             tokio::task::spawn_blocking(move || sink.run(ctx)).await??;
@@ -273,6 +291,9 @@ struct FileSink {
     max_open: usize,
     open: HashMap<PathBuf, OpenOut>,
     tick: u64,
+    idempotent: bool,
+    /// With `idempotent`: per file touched, the identities its tail held when first touched.
+    written: HashMap<PathBuf, HashSet<u64>>,
 }
 
 impl FileSink {
@@ -283,20 +304,33 @@ impl FileSink {
         while let Some(batch) = ctx.input.blocking_recv() {
             let n = batch.len() as u64;
             ComponentMetrics::add(&ctx.metrics.events_in, n);
-            let result = match &self.constant {
+            let mut skipped = 0;
+            let result = match self.constant.clone() {
                 Some(path) => {
                     single.clear();
                     for e in &batch.events {
+                        if self.already_written(&path, e) {
+                            skipped += 1;
+                            continue;
+                        }
                         e.encode_json(&mut single);
                         single.push(b'\n');
                     }
-                    let path = path.clone();
-                    self.write(&path, &single, &ctx.metrics)
+                    if single.is_empty() {
+                        Ok(())
+                    } else {
+                        self.write(&path, &single, &ctx.metrics)
+                    }
                 }
                 None => {
                     for e in &batch.events {
                         self.template.render(e, &mut path_buf);
-                        let buf = by_path.entry(PathBuf::from(&path_buf)).or_default();
+                        let path = PathBuf::from(&path_buf);
+                        if self.already_written(&path, e) {
+                            skipped += 1;
+                            continue;
+                        }
+                        let buf = by_path.entry(path).or_default();
                         e.encode_json(buf);
                         buf.push(b'\n');
                     }
@@ -310,13 +344,33 @@ impl FileSink {
                 ComponentMetrics::add(&ctx.metrics.errors, n);
                 return Err(e);
             }
-            ComponentMetrics::add(&ctx.metrics.events_out, n);
+            ComponentMetrics::add(&ctx.metrics.discarded, skipped);
+            ComponentMetrics::add(&ctx.metrics.events_out, n - skipped);
             // Dropping the batch acknowledges it: the events are written (and synced per policy).
         }
         for (path, out) in self.open.drain() {
             out.sync(&path)?;
         }
         Ok(())
+    }
+
+    /// With `idempotent`: is `e` among the events `path` ended with when first touched?
+    fn already_written(&mut self, path: &Path, e: &Event) -> bool {
+        if !self.idempotent {
+            return false;
+        }
+        if !self.written.contains_key(path) {
+            if self.written.len() >= self.max_open.saturating_mul(4) {
+                let open = &self.open;
+                self.written.retain(|p, _| open.contains_key(p));
+            }
+            let tail = read_tail(path).unwrap_or_else(|error| {
+                tracing::warn!(file = %path.display(), %error, "Cannot read back the end of the file; events in it may be written again.");
+                HashSet::new()
+            });
+            self.written.insert(path.to_path_buf(), tail);
+        }
+        identity(&e.uid, &e.resource_version).is_some_and(|id| self.written[path].contains(&id))
     }
 
     fn write(
@@ -398,6 +452,57 @@ impl FileSink {
     }
 }
 
+/// An event's identity for `idempotent`: a hash of `uid` and `resource_version`.
+fn identity(uid: &str, resource_version: &str) -> Option<u64> {
+    (!uid.is_empty() && !resource_version.is_empty())
+        .then(|| xxh3_64(format!("{uid}/{resource_version}").as_bytes()))
+}
+
+/// Reads the identities in the last [`IDEMPOTENT_TAIL`] bytes of `path` (nothing if it does
+/// not exist), first cutting off an incomplete last line.
+fn read_tail(path: &Path) -> std::io::Result<HashSet<u64>> {
+    #[derive(Deserialize)]
+    struct Identity<'a> {
+        #[serde(default, borrow)]
+        uid: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        resource_version: std::borrow::Cow<'a, str>,
+    }
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(HashSet::new());
+    }
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(IDEMPOTENT_TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::with_capacity((len - start) as usize);
+    file.read_to_end(&mut tail)?;
+    let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < tail.len() {
+        tracing::warn!(file = %path.display(), bytes = tail.len() - complete, "Cut off an incomplete last line (an interrupted write; it is sent again).");
+        file.set_len(start + complete as u64)?;
+    }
+    // The first line may be cut by the window; skip it unless the window is the whole file.
+    let body = if start == 0 {
+        &tail[..complete]
+    } else {
+        let first = tail[..complete]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(complete, |i| i + 1);
+        &tail[first..complete]
+    };
+    Ok(body
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Identity>(line).ok())
+        .filter_map(|id| identity(&id.uid, &id.resource_version))
+        .collect())
+}
+
 /// `dir/events.jsonl` -> `dir/events.20240101T000000.000.jsonl` (unique per rotation).
 fn rotated_name(path: &Path) -> PathBuf {
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3f").to_string();
@@ -443,5 +548,27 @@ mod tests {
             Template::parse("plain.jsonl").unwrap().constant(),
             Some(PathBuf::from("plain.jsonl"))
         );
+    }
+
+    #[test]
+    fn idempotent_reopen_cuts_a_torn_line_and_remembers_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(
+            &path,
+            "{\"uid\":\"a\",\"resource_version\":\"1\"}\n{\"uid\":\"b\",\"resource_version\":\"2\"}\n{\"uid\":\"c\",\"reso",
+        )
+        .unwrap();
+        let ids = read_tail(&path).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&identity("b", "2").unwrap()));
+        assert!(!ids.contains(&identity("b", "3").unwrap()));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("\"2\"}\n")
+        );
+        assert!(read_tail(&dir.path().join("missing")).unwrap().is_empty());
+        assert_eq!(identity("", "1"), None);
     }
 }

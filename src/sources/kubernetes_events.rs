@@ -367,14 +367,64 @@ struct Outbox {
     /// Where the stream is once the batch is delivered; empty while listing (a list is
     /// not in resourceVersion order, so no item's version is a safe place to resume).
     position: String,
-    tracker: AckTracker<String>,
+    /// Positions travel with the count of keys emitted up to them (see `unacked`).
+    tracker: AckTracker<(String, u64)>,
+    /// Keys emitted but not yet acknowledged, oldest first: they are left out of the saved
+    /// dedupe memory, or a crash would make the restarted source skip them as sent.
+    unacked: std::collections::VecDeque<String>,
+    /// Keys acknowledged so far (the index in emission order of `unacked`'s front).
+    acked_keys: u64,
     /// The newest resourceVersion every sink has acknowledged.
     acknowledged: Option<String>,
     /// `uid/resourceVersion` of what was emitted.
     seen: LruCache<String, ()>,
     /// Events older than this are never emitted by a relist (see [`ScopeCheckpoint`]).
     floor: Option<chrono::DateTime<chrono::Utc>>,
-    last_save: Instant,
+    /// When the checkpoint was last written (none yet: the first position is saved at once,
+    /// so that a crash right after start-up resumes from there, not from "now" again).
+    last_save: Option<Instant>,
+}
+
+impl Outbox {
+    /// Remembers `key` (`uid/resourceVersion`) as emitted; false if it already was.
+    fn first_time(&mut self, key: String) -> bool {
+        if self.seen.put(key.clone(), ()).is_some() {
+            return false;
+        }
+        self.unacked.push_back(key);
+        true
+    }
+
+    /// A notifier for a batch (or a bare position) ending at `resource_version`.
+    fn notifier(&mut self, resource_version: String) -> crate::batch::BatchNotifier {
+        let end = self.acked_keys + self.unacked.len() as u64;
+        self.tracker.notifier((resource_version, end))
+    }
+
+    /// Applies a position every sink acknowledged.
+    fn applied(&mut self, (resource_version, end): (String, u64)) {
+        while self.acked_keys < end && self.unacked.pop_front().is_some() {
+            self.acked_keys += 1;
+        }
+        if !resource_version.is_empty() {
+            self.acknowledged = Some(resource_version);
+        }
+    }
+
+    /// The dedupe memory to save: acknowledged keys only, oldest first (loading them back in
+    /// order keeps the LRU order).
+    fn acknowledged_keys(&self) -> Vec<String> {
+        let unacked: std::collections::HashSet<&String> = self.unacked.iter().collect();
+        let mut keys: Vec<String> = self
+            .seen
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !unacked.contains(k))
+            .cloned()
+            .collect();
+        keys.reverse();
+        keys
+    }
 }
 
 impl ScopeWatcher {
@@ -406,10 +456,12 @@ impl ScopeWatcher {
             batch: Vec::new(),
             position: String::new(),
             tracker: AckTracker::new(),
+            unacked: Default::default(),
+            acked_keys: 0,
             acknowledged: saved_rv.clone(),
             seen,
             floor,
-            last_save: Instant::now(),
+            last_save: None,
         };
         let mut backoff = Backoff::default();
         let mut rv: Option<String> = match (&self.settings.start_at, &saved_rv) {
@@ -460,17 +512,10 @@ impl ScopeWatcher {
             tracing::debug!(component = %self.id, error = %e, "Final flush not delivered.");
         }
         self.out.close();
-        let mut last = None;
-        outbox
-            .tracker
-            .close(|p| {
-                if !p.is_empty() {
-                    last = Some(p);
-                }
-            })
-            .await;
-        if last.is_some() {
-            outbox.acknowledged = last;
+        let mut released = Vec::new();
+        outbox.tracker.close(|p| released.push(p)).await;
+        for p in released {
+            outbox.applied(p);
         }
         self.save(&outbox).await;
         Ok(())
@@ -502,7 +547,7 @@ impl ScopeWatcher {
             let list_rv = page.metadata.resource_version.clone().unwrap_or_default();
             if emit {
                 for obj in page.items {
-                    if let Some(event) = self.decode(&obj, &mut outbox.seen)
+                    if let Some(event) = self.decode(&obj, outbox)
                         && cutoff.is_none_or(|c| event.timestamp.is_none_or(|t| t >= c))
                     {
                         self.push(event, String::new(), outbox).await?;
@@ -582,11 +627,7 @@ impl ScopeWatcher {
                     resource_version,
                     event,
                 } => {
-                    if outbox
-                        .seen
-                        .put(format!("{uid}/{resource_version}"), ())
-                        .is_some()
-                    {
+                    if !outbox.first_time(format!("{uid}/{resource_version}")) {
                         ComponentMetrics::add(&self.metrics.discarded, 1);
                     } else {
                         match event {
@@ -623,13 +664,13 @@ impl ScopeWatcher {
     }
 
     /// Decodes an object, unless it was already emitted (same uid and resourceVersion).
-    fn decode(&self, obj: &DynamicObject, seen: &mut LruCache<String, ()>) -> Option<Event> {
+    fn decode(&self, obj: &DynamicObject, outbox: &mut Outbox) -> Option<Event> {
         let key = format!(
             "{}/{}",
             obj.metadata.uid.as_deref().unwrap_or_default(),
             obj.metadata.resource_version.as_deref().unwrap_or_default()
         );
-        if seen.put(key, ()).is_some() {
+        if !outbox.first_time(key) {
             ComponentMetrics::add(&self.metrics.discarded, 1);
             return None;
         }
@@ -670,7 +711,7 @@ impl ScopeWatcher {
         outbox: &mut Outbox,
     ) -> Result<(), Failure> {
         self.flush(outbox).await?;
-        drop(outbox.tracker.notifier(position));
+        drop(outbox.notifier(position));
         self.acknowledge(outbox).await;
         Ok(())
     }
@@ -679,9 +720,8 @@ impl ScopeWatcher {
         if !outbox.batch.is_empty() {
             let events = std::mem::take(&mut outbox.batch);
             let n = events.len() as u64;
-            let notifier = outbox
-                .tracker
-                .notifier(std::mem::take(&mut outbox.position));
+            let position = std::mem::take(&mut outbox.position);
+            let notifier = outbox.notifier(position);
             self.out
                 .send(Batch {
                     events,
@@ -697,31 +737,30 @@ impl ScopeWatcher {
 
     /// Applies acknowledgements; saves the checkpoint at most every [`CHECKPOINT_INTERVAL`].
     async fn acknowledge(&self, outbox: &mut Outbox) {
-        let mut last = None;
-        outbox.tracker.poll(|p| {
-            if !p.is_empty() {
-                last = Some(p);
-            }
-        });
-        if let Some(p) = last {
-            outbox.acknowledged = Some(p);
-            if outbox.last_save.elapsed() >= CHECKPOINT_INTERVAL {
+        let mut released = Vec::new();
+        outbox.tracker.poll(|p| released.push(p));
+        let before = outbox.acknowledged.clone();
+        for p in released {
+            outbox.applied(p);
+        }
+        if outbox.acknowledged != before {
+            if outbox
+                .last_save
+                .is_none_or(|t| t.elapsed() >= CHECKPOINT_INTERVAL)
+            {
                 self.save(outbox).await;
-                outbox.last_save = Instant::now();
+                outbox.last_save = Some(Instant::now());
             }
         }
     }
 
     async fn save(&self, outbox: &Outbox) {
-        let seen = &outbox.seen;
+        let seen = outbox.acknowledged_keys();
         let mut store = self.store.lock().await;
         let entry = store.scopes.entry(self.key.clone()).or_default();
         entry.resource_version = outbox.acknowledged.clone();
         entry.floor = outbox.floor;
-        // Oldest first, so that loading them back in order keeps the LRU order.
-        let mut keys: Vec<String> = seen.iter().map(|(k, _)| k.clone()).collect();
-        keys.reverse();
-        entry.seen = keys;
+        entry.seen = seen;
         if let Err(error) = super::write_checkpoint(&self.path, &*store) {
             tracing::error!(component = %self.id, file = %self.path.display(), %error, "Failed to write checkpoint.");
         }

@@ -6,7 +6,8 @@
 //! - `list` returns the current objects with the list's `resourceVersion`, paged by `limit`
 //!   with an opaque `continue` token;
 //! - `watch` streams `{"type", "object"}` frames for every change after the given
-//!   `resourceVersion` (`0` or none: from now), `BOOKMARK` frames when
+//!   `resourceVersion` (`0` or none: synthetic `ADDED` frames for every current object
+//!   first, then changes from now), `BOOKMARK` frames when
 //!   `allowWatchBookmarks=true`, ends after `timeoutSeconds`;
 //! - a watch from a `resourceVersion` older than the compaction point gets an `ERROR` frame
 //!   with a `Status` of code 410, reason `Expired`;
@@ -50,6 +51,8 @@ struct Store {
     silent: bool,
     /// Answer the next N watch requests with 429 and this Retry-After (seconds).
     throttle: (usize, u64),
+    /// Bumped when the server goes down: watches of an older generation end.
+    generation: u64,
     /// Requests served, by kind.
     lists: usize,
     watches: usize,
@@ -59,8 +62,23 @@ struct Store {
 pub struct FakeApiServer {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
-    store: Arc<Mutex<Store>>,
+    handle: Handle,
     runtime: tokio::runtime::Runtime,
+    app: Router,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What tests change the cluster through; cloneable, usable from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    store: Arc<Mutex<Store>>,
+}
+
+impl std::ops::Deref for FakeApiServer {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -73,7 +91,11 @@ impl FakeApiServer {
             .enable_all()
             .build()
             .unwrap();
-        let store: Shared = Arc::default();
+        // A real cluster's resourceVersion (the etcd revision) is never 0: "0" means "any".
+        let store: Shared = Arc::new(Mutex::new(Store {
+            rv: 1000,
+            ..Store::default()
+        }));
         let app = Router::new()
             .route("/api/v1/events", get(events))
             .route("/api/v1/namespaces/{ns}/events", get(namespaced_events))
@@ -87,12 +109,15 @@ impl FakeApiServer {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        FakeApiServer {
+        let mut server = FakeApiServer {
             port,
-            store,
+            handle: Handle { store },
             runtime,
-        }
+            app,
+            serving: None,
+        };
+        server.serve(listener);
+        server
     }
 
     /// A kubeconfig reaching this server with a bearer token.
@@ -103,6 +128,42 @@ impl FakeApiServer {
         )
     }
 
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let app = self.app.clone();
+        self.serving = Some(self.runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    /// The server becomes unreachable: it stops listening and open watches break.
+    pub fn go_down(&mut self) {
+        if let Some(task) = self.serving.take() {
+            task.abort();
+        }
+        self.store.lock().unwrap().generation += 1;
+    }
+
+    /// The server listens again on the same port.
+    pub fn come_back(&mut self) {
+        let listener = self
+            .runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
+            .unwrap();
+        self.serve(listener);
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stops serving.
+    pub fn stop(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+impl Handle {
     /// Records a change: `ADDED` for a new uid, `MODIFIED` for a known one. Returns the
     /// object's new resourceVersion.
     pub fn apply(&self, mut object: Value) -> u64 {
@@ -167,11 +228,6 @@ impl FakeApiServer {
     pub fn requests(&self) -> (usize, usize) {
         let store = self.store.lock().unwrap();
         (store.lists, store.watches)
-    }
-
-    /// Stops serving.
-    pub fn stop(self) {
-        self.runtime.shutdown_background();
     }
 }
 
@@ -266,7 +322,10 @@ fn list(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Respo
 }
 
 struct WatchState {
+    /// Synthetic `ADDED` frames still to send (a watch without a resourceVersion).
+    initial: std::collections::VecDeque<Value>,
     store: Shared,
+    generation: u64,
     ns: Option<String>,
     selector: Option<String>,
     from: u64,
@@ -278,21 +337,31 @@ struct WatchState {
 }
 
 fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
-    let (from, expired) = {
+    let (from, expired, generation, initial) = {
         let mut s = store.lock().unwrap();
         s.watches += 1;
-        let from = match q.get("resourceVersion").map(String::as_str) {
-            None | Some("") | Some("0") => s.rv,
-            Some(v) => v.parse().unwrap_or(0),
+        let (from, initial) = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => (
+                s.rv,
+                s.objects
+                    .values()
+                    .map(|(_, o)| o)
+                    .filter(|o| in_namespace(o, &ns) && matches_selector(o, q.get("fieldSelector")))
+                    .cloned()
+                    .collect(),
+            ),
+            Some(v) => (v.parse().unwrap_or(0), Default::default()),
         };
-        (from, from + 1 < s.compacted)
+        (from, from + 1 < s.compacted, s.generation, initial)
     };
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .unwrap_or(1800u64);
     let state = WatchState {
+        initial,
         store,
+        generation,
         ns,
         selector: q.get("fieldSelector").cloned(),
         from,
@@ -315,8 +384,15 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
             if st.done || Instant::now() >= st.deadline {
                 return None;
             }
+            if let Some(object) = st.initial.pop_front() {
+                let frame = json!({"type": "ADDED", "object": object});
+                return Some((Ok::<_, Infallible>(Bytes::from(format!("{frame}\n"))), st));
+            }
             let next = {
                 let s = st.store.lock().unwrap();
+                if s.generation != st.generation {
+                    return None;
+                }
                 let drop_after = if s.silent { None } else { s.drop_after };
                 let silent = s.silent;
                 // History is in resourceVersion order: start right after `from`.
