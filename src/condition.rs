@@ -68,6 +68,13 @@ impl<'de> Deserialize<'de> for Globs {
     }
 }
 
+impl Globs {
+    /// True when any pattern matches `value`.
+    pub fn is_match(&self, value: &str) -> bool {
+        self.0.is_match(value)
+    }
+}
+
 /// A compiled regular expression.
 #[derive(Debug, Clone)]
 pub struct Pattern(pub Regex);
@@ -172,15 +179,15 @@ impl Condition {
             && self
                 .namespace
                 .as_ref()
-                .is_none_or(|g| g.0.is_match(namespace_of(e)))
+                .is_none_or(|g| g.is_match(namespace_of(e)))
             && self
                 .name
                 .as_ref()
-                .is_none_or(|g| g.0.is_match(e.object.name.as_str()))
+                .is_none_or(|g| g.is_match(e.object.name.as_str()))
             && self
                 .host
                 .as_ref()
-                .is_none_or(|g| g.0.is_match(e.host.as_str()))
+                .is_none_or(|g| g.is_match(e.host.as_str()))
             && self
                 .message
                 .as_ref()

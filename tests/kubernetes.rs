@@ -55,13 +55,24 @@ impl Harness {
 
     /// [`Harness::start`], with options for the file sink too.
     fn start_with(&self, extra: &str, sink_extra: &str) -> Child {
-        let config = self.path("kollate.toml");
+        self.start_instance("kollate", extra, sink_extra)
+    }
+
+    /// One of several instances: its own config, data directory and log (`<name>.log`),
+    /// writing to the same `out.jsonl` (a shared volume).
+    fn start_instance(&self, name: &str, extra: &str, sink_extra: &str) -> Child {
+        let data = if name == "kollate" {
+            "data".to_owned()
+        } else {
+            format!("data-{name}")
+        };
+        let config = self.path(&format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
                 "data_dir = {:?}\n[sources.cluster]\ntype = \"kubernetes_events\"\nkubeconfig = {:?}\nwatch_timeout = \"5s\"\n{extra}\n\
                  [sinks.out]\ntype = \"file\"\ninputs = [\"cluster\"]\npath = {:?}\n{sink_extra}\n",
-                self.path("data").display().to_string(),
+                self.path(&data).display().to_string(),
                 self.path("kubeconfig").display().to_string(),
                 self.path("out.jsonl").display().to_string(),
             ),
@@ -70,7 +81,7 @@ impl Harness {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path("kollate.log"))
+            .open(self.path(&format!("{name}.log")))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kollate"))
             .args(["--log-level", "info", "run", "--no-progress", "--config"])
@@ -102,9 +113,11 @@ impl Harness {
     }
 }
 
+/// The complete lines of a file (a line being written may be seen half-way).
 fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -112,11 +125,16 @@ fn read_lines(path: &Path) -> Vec<serde_json::Value> {
 
 impl Harness {
     /// Stops kollate with SIGTERM; returns what it logged.
-    fn stop(&self, mut child: Child) -> String {
+    fn stop(&self, child: Child) -> String {
+        self.stop_instance("kollate", child)
+    }
+
+    /// Stops instance `name` with SIGTERM; returns what it logged.
+    fn stop_instance(&self, name: &str, mut child: Child) -> String {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc_kill(child.id() as i32, 15) };
         let status = child.wait().unwrap();
-        let log = std::fs::read_to_string(self.path("kollate.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default();
         assert!(status.success(), "{log}");
         log
     }
@@ -276,10 +294,16 @@ fn start_at_beginning_pages_through_existing_events_and_errors_and_429s_are_retr
         h.server
             .apply(core_event(&format!("x-{i}"), "shop", "Pulled", 1));
     }
+    for i in 0..100 {
+        h.server
+            .apply(core_event(&format!("sys-{i}"), "kube-system", "Pulled", 1));
+    }
     h.server.fail_next(2);
     h.server.throttle_watches(2, 1);
     let watch_started = Instant::now();
-    let child = h.start("api = \"core/v1\"\nstart_at = \"beginning\"\npage_size = 250");
+    let child = h.start(
+        "api = \"core/v1\"\nstart_at = \"beginning\"\npage_size = 250\nexclude_namespaces = [\"kube-*\"]",
+    );
     h.wait_for(2_000);
     h.server.apply(core_event("after", "shop", "Pulled", 1));
     h.wait_for(2_001);
@@ -298,8 +322,12 @@ fn start_at_beginning_pages_through_existing_events_and_errors_and_429s_are_retr
         "the event after the list came through a watch opened only after two Retry-After waits of 1 s"
     );
     let (lists, _) = h.server.requests();
-    assert!(lists >= 8, "2,000 events in pages of 250 ({lists} lists)");
+    assert!(lists >= 8, "2,100 events in pages of 250 ({lists} lists)");
     assert_eq!(tally(&h.received()).len(), 2_001);
+    assert!(
+        h.received().iter().all(|e| e["namespace"] == "shop"),
+        "kube-system is excluded"
+    );
 }
 
 #[test]
@@ -388,5 +416,95 @@ fn kill_9_at_five_random_points_then_restart_every_event_exactly_once() {
         "nothing repeated: {} lines for {} events",
         received.len(),
         counts.len()
+    );
+}
+
+#[test]
+fn two_replicas_with_leader_election_fail_over_with_every_event_exactly_once() {
+    let h = Harness::new();
+    let election = |id: &str| {
+        format!(
+            "api = \"core/v1\"\nleader_election = {{ namespace = \"kollate\", lease_name = \"events\", \
+             lease_duration = \"3s\", renew_deadline = \"2s\", retry_period = \"300ms\", identity = \"{id}\" }}"
+        )
+    };
+    let sink = "idempotent = true";
+    let mut replicas = HashMap::new();
+    replicas.insert("a", h.start_instance("a", &election("a"), sink));
+    replicas.insert("b", h.start_instance("b", &election("b"), sink));
+    let holder = || {
+        h.server.lease("kollate", "events").and_then(|l| {
+            l["spec"]["holderIdentity"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+    };
+    let start = Instant::now();
+    while holder().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nobody took the Lease"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Give the leader time to open its watch and share its starting point.
+    std::thread::sleep(Duration::from_secs(1));
+    let producer = {
+        let server = h.server.handle();
+        std::thread::spawn(move || {
+            for i in 0..6_000 {
+                server.apply(core_event(&format!("ha-{i}"), "shop", "BackOff", 1));
+                if i % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+    };
+    h.wait_for(1_500);
+    let first = holder().unwrap();
+    let mut leader = replicas.remove(first.as_str()).unwrap();
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    let killed_at = Instant::now();
+    let written = h.received().len();
+    while h.received().len() == written {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "the standby replica never took over"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took_over = killed_at.elapsed();
+    producer.join().unwrap();
+    h.wait_for(6_000);
+    std::thread::sleep(Duration::from_millis(700));
+    let (survivor, child) = replicas.into_iter().next().unwrap();
+    let log = h.stop_instance(survivor, child);
+    assert_eq!(
+        holder(),
+        None,
+        "the survivor released the Lease at shutdown: {log}"
+    );
+    let lease = h.server.lease("kollate", "events").unwrap();
+    assert!(lease["spec"]["leaseTransitions"].as_u64().unwrap() >= 1);
+    assert!(
+        lease["metadata"]["annotations"]["kollate.dev/checkpoint"]
+            .as_str()
+            .is_some_and(|c| c.contains("resource_version")),
+        "the checkpoint is shared on the Lease: {lease}"
+    );
+    let received = h.received();
+    let counts = tally(&received);
+    assert_eq!(counts.len(), 6_000, "nothing lost");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "nothing repeated: {} lines for {} events",
+        received.len(),
+        counts.len()
+    );
+    assert!(
+        took_over < Duration::from_secs(3 + 5),
+        "{survivor} took over {took_over:?} after {first} was killed (lease 3s)\n{log}"
     );
 }

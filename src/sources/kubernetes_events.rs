@@ -34,6 +34,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
+mod leader;
+mod limit;
+
+pub use leader::{CHECKPOINT_ANNOTATION, LeaderElectionConfig};
+
 use crate::batch::{AckTracker, Batch};
 use crate::config::DurationValue;
 use crate::event::{Event, WatchFrame, decode_json, decode_watch_frame};
@@ -49,6 +54,13 @@ pub const REQUIRED_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("", "events", "watch"),
 ];
 
+/// What `leader_election` adds (on its own Lease only).
+pub const LEADER_ELECTION_PERMISSIONS: &[(&str, &str, &str)] = &[
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+];
+
 /// Default events per list page.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 /// Default server-side watch timeout (the connection is then replaced).
@@ -60,6 +72,10 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Default time without progress (no event, no bookmark) after which the watch counts as
 /// stalled in the health checks. API servers send a bookmark about every minute.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(180);
+/// Default client-side requests per second.
+pub const DEFAULT_QPS: f64 = 50.0;
+/// Default client-side burst.
+pub const DEFAULT_BURST: u32 = 100;
 /// A partial batch waits at most this long.
 const BATCH_TIMEOUT: Duration = Duration::from_millis(200);
 /// Backoff bounds.
@@ -129,6 +145,12 @@ fn default_dedupe() -> usize {
 fn default_batch_size() -> usize {
     DEFAULT_BATCH_SIZE
 }
+fn default_qps() -> f64 {
+    DEFAULT_QPS
+}
+fn default_burst() -> u32 {
+    DEFAULT_BURST
+}
 fn default_stall_timeout() -> DurationValue {
     DurationValue(DEFAULT_STALL_TIMEOUT)
 }
@@ -149,6 +171,9 @@ pub struct KubernetesEventsSourceConfig {
     /// Namespaces to watch (one watch each); empty: the whole cluster.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Namespaces (globs) whose events are dropped, e.g. `["kube-*"]`.
+    #[serde(default)]
+    pub exclude_namespaces: Option<crate::condition::Globs>,
     /// Server-side field selector, e.g. `reason=BackOff`.
     #[serde(default)]
     pub field_selector: Option<String>,
@@ -178,6 +203,17 @@ pub struct KubernetesEventsSourceConfig {
     /// health checks report the source stalled (default 3m).
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: DurationValue,
+    /// Client-side limit on API requests per second (list pages, watch (re)connections,
+    /// Lease renewals), on top of the API server's own fairness (default 50).
+    #[serde(default = "default_qps")]
+    pub qps: f64,
+    /// Requests that may go at once above `qps` after a quiet spell (default 100).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Run several replicas; only the one holding this Lease watches and ships, and a new
+    /// leader resumes from the checkpoint the last one left on the Lease.
+    #[serde(default)]
+    pub leader_election: Option<LeaderElectionConfig>,
 }
 
 /// The source could not talk to the API server in a way retrying cannot fix.
@@ -198,6 +234,17 @@ impl KubernetesEventsSourceConfig {
     /// Never at build time: the client is configured when the task starts, so a bad
     /// kubeconfig is reported as the source's failure with its reason.
     pub fn build(&self, ctx: SourceContext) -> Result<Task, BuildError> {
+        if let Some(message) = self
+            .leader_election
+            .as_ref()
+            .and_then(|l| l.validate().err())
+        {
+            return Err(BuildError {
+                kind: "source",
+                component: ctx.id.clone(),
+                message,
+            });
+        }
         let mut selectors: Vec<String> = self.field_selector.iter().cloned().collect();
         // Events are Normal or Warning: one type is a filter, both are everything.
         if let [one] = self.types.as_slice() {
@@ -214,6 +261,9 @@ impl KubernetesEventsSourceConfig {
             watch_timeout: self.watch_timeout.0,
             dedupe_capacity: NonZeroUsize::new(self.dedupe_capacity.max(1)).expect("non-zero"),
             batch_size: self.batch_size.max(1),
+            leader_election: self.leader_election.clone(),
+            exclude_namespaces: self.exclude_namespaces.clone(),
+            limiter: Arc::new(limit::RateLimiter::new(self.qps, self.burst)),
         };
         ctx.metrics.stall_after_ms.store(
             self.stall_timeout.0.as_millis() as u64,
@@ -241,10 +291,14 @@ struct Settings {
     watch_timeout: Duration,
     dedupe_capacity: NonZeroUsize,
     batch_size: usize,
+    leader_election: Option<LeaderElectionConfig>,
+    exclude_namespaces: Option<crate::condition::Globs>,
+    /// Shared by every API call the source makes.
+    limiter: Arc<limit::RateLimiter>,
 }
 
 /// What is saved per scope.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct ScopeCheckpoint {
     resource_version: Option<String>,
     /// With `start_at = "now"`: when watching began. A relist after 410 does not emit
@@ -253,12 +307,45 @@ struct ScopeCheckpoint {
     #[serde(default)]
     floor: Option<chrono::DateTime<chrono::Utc>>,
     /// `uid/resourceVersion` of recently emitted events, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     seen: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoints {
     scopes: BTreeMap<String, ScopeCheckpoint>,
+}
+
+impl Checkpoints {
+    /// What the leader shares on the Lease: positions, without the dedupe memory (too big
+    /// for an annotation; a successor resumes by resourceVersion and needs none).
+    fn shared(&self) -> String {
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|(k, s)| {
+                let position = ScopeCheckpoint {
+                    seen: Vec::new(),
+                    ..s.clone()
+                };
+                (k.clone(), position)
+            })
+            .collect();
+        serde_json::to_string(&Checkpoints { scopes }).unwrap_or_default()
+    }
+
+    /// Takes the positions a previous leader shared (they are newer than any local file).
+    fn adopt(&mut self, shared: &str) {
+        let Ok(shared) = serde_json::from_str::<Checkpoints>(shared) else {
+            tracing::warn!("Ignored an unreadable checkpoint on the Lease.");
+            return;
+        };
+        for (key, position) in shared.scopes {
+            let entry = self.scopes.entry(key).or_default();
+            entry.resource_version = position.resource_version;
+            entry.floor = position.floor;
+        }
+    }
 }
 
 fn scope_key(scope: &Option<String>) -> String {
@@ -288,7 +375,7 @@ async fn client(settings: &Settings) -> Result<kube::Client, KubernetesSourceErr
 async fn run(
     settings: Settings,
     scopes: Vec<Option<String>>,
-    ctx: SourceContext,
+    mut ctx: SourceContext,
 ) -> Result<(), crate::topology::BoxError> {
     let client = client(&settings).await?;
     let resource = match settings.api {
@@ -306,46 +393,103 @@ async fn run(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let store = Arc::new(tokio::sync::Mutex::new(saved));
-    let mut tasks = tokio::task::JoinSet::new();
-    let SourceContext {
-        id,
-        out,
-        shutdown,
-        metrics,
-        ..
-    } = ctx;
-    for scope in scopes {
-        let api: Api<DynamicObject> = match &scope {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
-        let watcher = ScopeWatcher {
-            id: id.clone(),
-            key: scope_key(&scope),
-            client: client.clone(),
-            api,
-            settings: settings.clone(),
-            out: out.clone(),
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-            store: store.clone(),
-            path: path.clone(),
-        };
-        tasks.spawn(watcher.run());
-    }
-    drop(out);
+    let mut watchers = Watchers {
+        client: client.clone(),
+        resource,
+        scopes,
+        settings: settings.clone(),
+        store: store.clone(),
+        path,
+    };
+    let Some(election) = &settings.leader_election else {
+        let shutdown = ctx.shutdown.clone();
+        let result = watchers.run(&ctx, shutdown).await;
+        ctx.out.close();
+        return result;
+    };
+    let mut elector = leader::Elector::new(client, election, settings.limiter.clone());
     let mut result = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.cancel();
-                result = Err(e.into());
+    while let Some(shared) = elector.acquire(&ctx.shutdown, &ctx.metrics).await {
+        if let Some(shared) = shared {
+            store.lock().await.adopt(&shared);
+            // Whatever `start_at` says, a successor continues where the last leader stopped.
+            watchers.settings.start_at = StartAt::Checkpoint;
+        }
+        // One term of leadership: it ends at shutdown or when the Lease is lost.
+        let term = ctx.shutdown.child_token();
+        let watching = watchers.run(&ctx, term.clone());
+        let mut watching = std::pin::pin!(watching);
+        let shared = || store.try_lock().ok().map(|s| s.shared());
+        tokio::select! {
+            r = &mut watching => result = r,
+            held = elector.hold(&term, &ctx.metrics, shared) => {
+                if !held {
+                    ComponentMetrics::add(&ctx.metrics.warnings, 1);
+                }
+                term.cancel();
+                result = watching.await;
             }
-            Err(e) => result = Err(e.into()),
+        }
+        if ctx.shutdown.is_cancelled() || result.is_err() {
+            let final_checkpoint = store.lock().await.shared();
+            elector.release(final_checkpoint).await;
+            break;
         }
     }
+    ctx.out.close();
     result
+}
+
+/// What every term of watching needs.
+struct Watchers {
+    client: kube::Client,
+    resource: ApiResource,
+    scopes: Vec<Option<String>>,
+    settings: Settings,
+    store: Arc<tokio::sync::Mutex<Checkpoints>>,
+    path: PathBuf,
+}
+
+impl Watchers {
+    /// Watches every scope until `stop` is cancelled (or one fails: then all stop).
+    async fn run(
+        &self,
+        ctx: &SourceContext,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), crate::topology::BoxError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for scope in &self.scopes {
+            let api: Api<DynamicObject> = match scope {
+                Some(ns) => Api::namespaced_with(self.client.clone(), ns, &self.resource),
+                None => Api::all_with(self.client.clone(), &self.resource),
+            };
+            let watcher = ScopeWatcher {
+                id: ctx.id.clone(),
+                key: scope_key(scope),
+                client: self.client.clone(),
+                api,
+                settings: self.settings.clone(),
+                out: ctx.out.clone(),
+                metrics: ctx.metrics.clone(),
+                shutdown: stop.clone(),
+                store: self.store.clone(),
+                path: self.path.clone(),
+            };
+            tasks.spawn(watcher.run());
+        }
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    stop.cancel();
+                    result = Err(e.into());
+                }
+                Err(e) => result = Err(e.into()),
+            }
+        }
+        result
+    }
 }
 
 struct ScopeWatcher {
@@ -542,6 +686,7 @@ impl ScopeWatcher {
         };
         params.limit = Some(if emit { self.settings.page_size } else { 1 });
         loop {
+            self.settings.limiter.acquire().await;
             let page = self.api.list(&params).await.map_err(Failure::from_kube)?;
             self.metrics.progressed();
             let list_rv = page.metadata.resource_version.clone().unwrap_or_default();
@@ -587,6 +732,7 @@ impl ScopeWatcher {
             .watch(&params, from)
             .map_err(|e| Failure::Retry(None, e.to_string()))?;
         // kube's client retries 429 answers itself, after their Retry-After.
+        self.settings.limiter.acquire().await;
         let body = self
             .client
             .request_stream(request)
@@ -695,8 +841,17 @@ impl ScopeWatcher {
         position: String,
         outbox: &mut Outbox,
     ) -> Result<(), Failure> {
-        outbox.batch.push(event);
         outbox.position = position;
+        if self
+            .settings
+            .exclude_namespaces
+            .as_ref()
+            .is_some_and(|g| g.is_match(&event.namespace))
+        {
+            ComponentMetrics::add(&self.metrics.discarded, 1);
+            return Ok(());
+        }
+        outbox.batch.push(event);
         if outbox.batch.len() >= self.settings.batch_size {
             self.flush(outbox).await?;
         }
@@ -743,14 +898,13 @@ impl ScopeWatcher {
         for p in released {
             outbox.applied(p);
         }
-        if outbox.acknowledged != before {
-            if outbox
+        if outbox.acknowledged != before
+            && outbox
                 .last_save
                 .is_none_or(|t| t.elapsed() >= CHECKPOINT_INTERVAL)
-            {
-                self.save(outbox).await;
-                outbox.last_save = Some(Instant::now());
-            }
+        {
+            self.save(outbox).await;
+            outbox.last_save = Some(Instant::now());
         }
     }
 

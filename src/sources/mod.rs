@@ -27,7 +27,7 @@ pub enum SourceConfig {
     /// `type = "stdin"`.
     Stdin(file::StdinSourceConfig),
     /// `type = "kubernetes_events"`.
-    KubernetesEvents(kubernetes_events::KubernetesEventsSourceConfig),
+    KubernetesEvents(Box<kubernetes_events::KubernetesEventsSourceConfig>),
 }
 
 impl SourceConfig {
@@ -42,9 +42,9 @@ impl SourceConfig {
         Ok(Some(match ty {
             "file" => SourceConfig::File(file::FileSourceConfig::deserialize(de)?),
             "stdin" => SourceConfig::Stdin(file::StdinSourceConfig::deserialize(de)?),
-            "kubernetes_events" => SourceConfig::KubernetesEvents(
+            "kubernetes_events" => SourceConfig::KubernetesEvents(Box::new(
                 kubernetes_events::KubernetesEventsSourceConfig::deserialize(de)?,
-            ),
+            )),
             _ => return Ok(None),
         }))
     }

@@ -15,6 +15,10 @@
 //!
 //! Both `/api/v1/.../events` (core/v1) and `/apis/events.k8s.io/v1/.../events` are served
 //! from one store; objects keep whatever shape the test created them in.
+//!
+//! `coordination.k8s.io/v1` Leases: get (404 `NotFound` when missing), create (409
+//! `AlreadyExists`), update with optimistic concurrency (409 `Conflict` when
+//! `metadata.resourceVersion` is not the current one).
 
 #![allow(dead_code)]
 
@@ -28,7 +32,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 /// How often bookmarks are sent on an idle watch.
@@ -53,6 +57,8 @@ struct Store {
     throttle: (usize, u64),
     /// Bumped when the server goes down: watches of an older generation end.
     generation: u64,
+    /// Leases by (namespace, name).
+    leases: BTreeMap<(String, String), Value>,
     /// Requests served, by kind.
     lists: usize,
     watches: usize,
@@ -103,6 +109,14 @@ impl FakeApiServer {
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 get(namespaced_events),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                post(create_lease),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(get_lease).put(update_lease),
             )
             .with_state(store.clone());
         let listener = runtime
@@ -224,6 +238,15 @@ impl Handle {
         self.store.lock().unwrap().throttle.0
     }
 
+    /// A Lease as stored.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.store.lock().unwrap();
+        store
+            .leases
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
     /// (lists, watches) served so far.
     pub fn requests(&self) -> (usize, usize) {
         let store = self.store.lock().unwrap();
@@ -266,8 +289,11 @@ async fn serve(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -
         let mut s = store.lock().unwrap();
         if s.fail_next > 0 {
             s.fail_next -= 1;
-            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected failure", "reason": "InternalError", "code": 500});
-            return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(status)).into_response();
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "injected failure".into(),
+            );
         }
     }
     if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
@@ -431,6 +457,87 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
         }
     });
     Body::from_stream(stream).into_response()
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16()});
+    (code, axum::Json(body)).into_response()
+}
+
+async fn get_lease(
+    State(store): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let s = store.lock().unwrap();
+    match s.leases.get(&(ns, name.clone())) {
+        Some(lease) => axum::Json(lease.clone()).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+        ),
+    }
+}
+
+async fn create_lease(
+    State(store): State<Shared>,
+    Path(ns): Path<String>,
+    axum::Json(mut lease): axum::Json<Value>,
+) -> Response {
+    let mut s = store.lock().unwrap();
+    let name = lease["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = (ns.clone(), name.clone());
+    if s.leases.contains_key(&key) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("leases.coordination.k8s.io \"{name}\" already exists"),
+        );
+    }
+    s.rv += 1;
+    lease["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+    lease["metadata"]["namespace"] = json!(ns);
+    lease["metadata"]["uid"] = json!(format!("lease-{}", s.rv));
+    lease["apiVersion"] = json!("coordination.k8s.io/v1");
+    lease["kind"] = json!("Lease");
+    s.leases.insert(key, lease.clone());
+    (StatusCode::CREATED, axum::Json(lease)).into_response()
+}
+
+async fn update_lease(
+    State(store): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    axum::Json(mut lease): axum::Json<Value>,
+) -> Response {
+    let mut s = store.lock().unwrap();
+    let key = (ns.clone(), name.clone());
+    let Some(current) = s.leases.get(&key) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+        );
+    };
+    let current_rv = current["metadata"]["resourceVersion"].clone();
+    let sent_rv = &lease["metadata"]["resourceVersion"];
+    if !sent_rv.is_null() && *sent_rv != current_rv {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
+        );
+    }
+    s.rv += 1;
+    lease["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+    lease["metadata"]["namespace"] = json!(ns);
+    s.leases.insert(key, lease.clone());
+    axum::Json(lease).into_response()
 }
 
 /// Now, as the API server writes it.
