@@ -2,9 +2,12 @@
 //!
 //! Served on `[api] address` (loopback by default) when `[api] enabled = true`:
 //!
-//! - `GET /healthz`, `GET /readyz`: 200 while the pipeline runs; 503 once it is shutting
-//!   down, or while a watch has made no progress (no event, no bookmark) for longer than
-//!   its source's `stall_timeout` (a stalled watch is what restarting fixes);
+//! - `GET /healthz` (liveness): 200 while the pipeline runs; 503 once it is shutting down,
+//!   or while a watch has made no progress (no event, no bookmark) for longer than its
+//!   source's `stall_timeout` although its API server answers (a stalled watch is what
+//!   restarting fixes; an unreachable API server is not);
+//! - `GET /readyz` (readiness): 503 in those cases and also while a source's API server
+//!   cannot be reached, saying which and for how long;
 //! - `GET /metrics`: per-component counters in the Prometheus text format, named by
 //!   Prometheus conventions after Vector's component metrics.
 //!
@@ -73,8 +76,8 @@ impl Api {
             stopping,
         };
         let app = Router::new()
-            .route("/healthz", get(health))
-            .route("/readyz", get(health))
+            .route("/healthz", get(live))
+            .route("/readyz", get(ready))
             .route("/metrics", get(metrics_text))
             .with_state(state);
         let stop = CancellationToken::new();
@@ -98,26 +101,50 @@ impl Api {
     }
 }
 
-/// 200 while running; 503 when stopping or when a watch has made no progress (no event,
-/// no bookmark) for longer than its `stall_timeout`, naming the component.
-async fn health(State(state): State<ApiState>) -> Response {
+/// Liveness: 503 when stopping or when a watch stalled while its API server answers.
+async fn live(State(state): State<ApiState>) -> Response {
+    health(&state, false)
+}
+
+/// Readiness: also 503 while a source's API server cannot be reached.
+async fn ready(State(state): State<ApiState>) -> Response {
+    health(&state, true)
+}
+
+/// The health answer, naming each component that is not well.
+fn health(state: &ApiState, readiness: bool) -> Response {
     if state.stopping.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
     let now = crate::metrics::now_ms();
-    let stalled: Vec<String> = state
-        .metrics
-        .components()
-        .iter()
-        .filter_map(|c| {
-            c.stalled_for(now)
-                .map(|d| format!("{} {}: no progress for {}s\n", c.kind, c.id, d.as_secs()))
-        })
-        .collect();
-    if stalled.is_empty() {
+    let mut problems = String::new();
+    for c in state.metrics.components() {
+        match (c.unreachable_for(now), c.stalled_for(now)) {
+            (Some(down), _) if readiness => {
+                let _ = writeln!(
+                    problems,
+                    "{} {}: API server unreachable for {}s",
+                    c.kind,
+                    c.id,
+                    down.as_secs()
+                );
+            }
+            (None, Some(stalled)) => {
+                let _ = writeln!(
+                    problems,
+                    "{} {}: no progress for {}s",
+                    c.kind,
+                    c.id,
+                    stalled.as_secs()
+                );
+            }
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, stalled.concat()).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, problems).into_response()
     }
 }
 

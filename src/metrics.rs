@@ -32,6 +32,9 @@ pub struct ComponentMetrics {
     pub progress_ms: AtomicU64,
     /// How long without progress counts as stalled (ms); 0 for components that cannot stall.
     pub stall_after_ms: AtomicU64,
+    /// For components that talk to a server: since when it has not answered (Unix ms);
+    /// 0 while it answers.
+    pub unreachable_since_ms: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -45,6 +48,31 @@ impl ComponentMetrics {
     /// Records progress (an event, a bookmark, a successful list) now.
     pub fn progressed(&self) {
         self.progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records that the server did not answer (a connection failure), unless already known.
+    pub fn unreachable(&self) {
+        let _ = self.unreachable_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records that the server answered.
+    pub fn reachable(&self) {
+        self.unreachable_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the server has not answered, if it has not.
+    pub fn unreachable_for(&self, now_ms: u64) -> Option<std::time::Duration> {
+        match self.unreachable_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(
+                now_ms.saturating_sub(since),
+            )),
+        }
     }
 
     /// How long the component has gone without progress beyond its bound, if it has.

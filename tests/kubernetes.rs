@@ -508,3 +508,72 @@ fn two_replicas_with_leader_election_fail_over_with_every_event_exactly_once() {
         "{survivor} took over {took_over:?} after {first} was killed (lease 3s)\n{log}"
     );
 }
+
+#[test]
+fn an_api_server_unreachable_for_a_minute_is_reported_then_the_watch_resumes() {
+    let mut h = Harness::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = h.start(&format!(
+        "api = \"core/v1\"\nstall_timeout = \"2s\"\n[api]\nenabled = true\naddress = \"127.0.0.1:{port}\""
+    ));
+    let probe = |path: &str| {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| http_get(port, path, None))
+    };
+    let wait_until = |path: &str, want: u16, within: Duration| {
+        let start = Instant::now();
+        loop {
+            if let Some((status, body)) = probe(path)
+                && status == want
+            {
+                return body;
+            }
+            assert!(start.elapsed() < within, "{path} never answered {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_until("/readyz", 200, Duration::from_secs(20));
+    h.server.apply(core_event("before", "shop", "BackOff", 1));
+    h.wait_for(1);
+    h.server.go_down();
+    let down = Instant::now();
+    let body = wait_until("/readyz", 503, Duration::from_secs(20));
+    assert!(
+        body.contains("source cluster: API server unreachable"),
+        "{body}"
+    );
+    // Restarting cannot fix an unreachable API server: liveness stays green meanwhile,
+    // well past the stall timeout.
+    while down.elapsed() < Duration::from_secs(60) {
+        let (status, body) = probe("/healthz").unwrap();
+        assert_eq!(status, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, body) = probe("/readyz").unwrap();
+    let secs: u64 = body
+        .split("unreachable for ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(secs >= 55, "a minute and counting: {body}");
+    h.server
+        .apply(core_event("while-down", "shop", "BackOff", 1));
+    h.server.come_back();
+    wait_until("/readyz", 200, Duration::from_secs(30));
+    h.server.apply(core_event("after", "shop", "BackOff", 1));
+    h.wait_for(3);
+    let log = h.stop(child);
+    assert!(log.contains("retrying"), "{log}");
+    let received: Vec<String> = h
+        .received()
+        .iter()
+        .map(|e| e["uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, vec!["before", "while-down", "after"]);
+}

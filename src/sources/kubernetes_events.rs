@@ -80,7 +80,7 @@ pub const DEFAULT_BURST: u32 = 100;
 const BATCH_TIMEOUT: Duration = Duration::from_millis(200);
 /// Backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A watch that lasted this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// Minimum time between checkpoint writes.
@@ -665,6 +665,15 @@ impl ScopeWatcher {
         Ok(())
     }
 
+    /// A failed API call, to retry; one that got no answer at all (connection refused,
+    /// reset, timed out: anything but an HTTP status) marks the API server unreachable.
+    fn failed(&self, e: kube::Error) -> Failure {
+        if !matches!(e, kube::Error::Api(_)) {
+            self.metrics.unreachable();
+        }
+        Failure::Retry(None, e.to_string())
+    }
+
     async fn retry(&self, backoff: &mut Backoff, wait: Option<Duration>, reason: &str) {
         ComponentMetrics::add(&self.metrics.errors, 1);
         let delay = wait.unwrap_or_else(|| backoff.next());
@@ -687,7 +696,8 @@ impl ScopeWatcher {
         params.limit = Some(if emit { self.settings.page_size } else { 1 });
         loop {
             self.settings.limiter.acquire().await;
-            let page = self.api.list(&params).await.map_err(Failure::from_kube)?;
+            let page = self.api.list(&params).await.map_err(|e| self.failed(e))?;
+            self.metrics.reachable();
             self.metrics.progressed();
             let list_rv = page.metadata.resource_version.clone().unwrap_or_default();
             if emit {
@@ -737,7 +747,8 @@ impl ScopeWatcher {
             .client
             .request_stream(request)
             .await
-            .map_err(Failure::from_kube)?;
+            .map_err(|e| self.failed(e))?;
+        self.metrics.reachable();
         let mut lines = std::pin::pin!(body.lines());
         loop {
             let next = tokio::select! {
@@ -933,12 +944,6 @@ enum Failure {
     Retry(Option<Duration>, String),
     /// Not worth retrying.
     Fatal(KubernetesSourceError),
-}
-
-impl Failure {
-    fn from_kube(e: kube::Error) -> Failure {
-        Failure::Retry(None, e.to_string())
-    }
 }
 
 /// Jittered exponential backoff.

@@ -55,8 +55,6 @@ struct Store {
     silent: bool,
     /// Answer the next N watch requests with 429 and this Retry-After (seconds).
     throttle: (usize, u64),
-    /// Bumped when the server goes down: watches of an older generation end.
-    generation: u64,
     /// Leases by (namespace, name).
     leases: BTreeMap<(String, String), Value>,
     /// Requests served, by kind.
@@ -69,9 +67,9 @@ pub struct FakeApiServer {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     handle: Handle,
-    runtime: tokio::runtime::Runtime,
+    /// Serves the listener and every connection; dropped to go down (connections close).
+    runtime: Option<tokio::runtime::Runtime>,
     app: Router,
-    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What tests change the cluster through; cloneable, usable from any thread.
@@ -92,11 +90,6 @@ type Shared = Arc<Mutex<Store>>;
 impl FakeApiServer {
     /// Starts serving on a free loopback port.
     pub fn start() -> FakeApiServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         // A real cluster's resourceVersion (the etcd revision) is never 0: "0" means "any".
         let store: Shared = Arc::new(Mutex::new(Store {
             rv: 1000,
@@ -119,18 +112,13 @@ impl FakeApiServer {
                 get(get_lease).put(update_lease),
             )
             .with_state(store.clone());
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
         let mut server = FakeApiServer {
-            port,
+            port: 0,
             handle: Handle { store },
-            runtime,
+            runtime: None,
             app,
-            serving: None,
         };
-        server.serve(listener);
+        server.serve();
         server
     }
 
@@ -142,28 +130,32 @@ impl FakeApiServer {
         )
     }
 
-    fn serve(&mut self, listener: tokio::net::TcpListener) {
+    /// Listens on `port` (any free port the first time), on a runtime of its own.
+    fn serve(&mut self) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
+            .unwrap();
+        self.port = listener.local_addr().unwrap().port();
         let app = self.app.clone();
-        self.serving = Some(self.runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        }));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        self.runtime = Some(runtime);
     }
 
-    /// The server becomes unreachable: it stops listening and open watches break.
+    /// The server becomes unreachable: it stops listening and every connection closes.
     pub fn go_down(&mut self) {
-        if let Some(task) = self.serving.take() {
-            task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
-        self.store.lock().unwrap().generation += 1;
     }
 
     /// The server listens again on the same port.
     pub fn come_back(&mut self) {
-        let listener = self
-            .runtime
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
-            .unwrap();
-        self.serve(listener);
+        self.serve();
     }
 
     /// A handle for other threads.
@@ -172,8 +164,8 @@ impl FakeApiServer {
     }
 
     /// Stops serving.
-    pub fn stop(self) {
-        self.runtime.shutdown_background();
+    pub fn stop(mut self) {
+        self.go_down();
     }
 }
 
@@ -351,7 +343,6 @@ struct WatchState {
     /// Synthetic `ADDED` frames still to send (a watch without a resourceVersion).
     initial: std::collections::VecDeque<Value>,
     store: Shared,
-    generation: u64,
     ns: Option<String>,
     selector: Option<String>,
     from: u64,
@@ -363,7 +354,7 @@ struct WatchState {
 }
 
 fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
-    let (from, expired, generation, initial) = {
+    let (from, expired, initial) = {
         let mut s = store.lock().unwrap();
         s.watches += 1;
         let (from, initial) = match q.get("resourceVersion").map(String::as_str) {
@@ -378,7 +369,7 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
             ),
             Some(v) => (v.parse().unwrap_or(0), Default::default()),
         };
-        (from, from + 1 < s.compacted, s.generation, initial)
+        (from, from + 1 < s.compacted, initial)
     };
     let timeout = q
         .get("timeoutSeconds")
@@ -387,7 +378,6 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
     let state = WatchState {
         initial,
         store,
-        generation,
         ns,
         selector: q.get("fieldSelector").cloned(),
         from,
@@ -416,9 +406,6 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
             }
             let next = {
                 let s = st.store.lock().unwrap();
-                if s.generation != st.generation {
-                    return None;
-                }
                 let drop_after = if s.silent { None } else { s.drop_after };
                 let silent = s.silent;
                 // History is in resourceVersion order: start right after `from`.

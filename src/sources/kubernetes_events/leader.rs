@@ -127,7 +127,9 @@ impl Elector {
     ) -> Option<Option<String>> {
         let mut announced = false;
         loop {
-            match self.try_acquire_or_renew(None).await {
+            let outcome = self.try_acquire_or_renew(None).await;
+            note_reachability(&outcome, metrics);
+            match outcome {
                 Ok(()) => {
                     tracing::info!(lease = %self.config.lease_name, identity = %self.identity, "Became the leader.");
                     return Some(self.checkpoint());
@@ -167,7 +169,9 @@ impl Elector {
                 _ = tokio::time::sleep(self.config.retry_period.0) => {}
                 _ = stop.cancelled() => return true,
             }
-            match self.try_acquire_or_renew(checkpoint()).await {
+            let outcome = self.try_acquire_or_renew(checkpoint()).await;
+            note_reachability(&outcome, metrics);
+            match outcome {
                 Ok(()) => last_renewal = Instant::now(),
                 Err(Refused::Held) => {
                     tracing::warn!(lease = %self.config.lease_name, holder = %self.holder().unwrap_or_default(), "Lost the Lease to another replica; stopping.");
@@ -318,6 +322,14 @@ impl Elector {
             Err(kube::Error::Api(s)) if s.is_conflict() => Err(Refused::Held),
             Err(e) => Err(Refused::Failed(e)),
         }
+    }
+}
+
+/// Any answer from the API server means it is reachable; no answer means it is not.
+fn note_reachability(outcome: &Result<(), Refused>, metrics: &ComponentMetrics) {
+    match outcome {
+        Err(Refused::Failed(e)) if !matches!(e, kube::Error::Api(_)) => metrics.unreachable(),
+        _ => metrics.reachable(),
     }
 }
 
