@@ -577,3 +577,105 @@ fn an_api_server_unreachable_for_a_minute_is_reported_then_the_watch_resumes() {
         .collect();
     assert_eq!(received, vec!["before", "while-down", "after"]);
 }
+
+/// Peak resident memory of a process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[test]
+fn a_cluster_holding_500k_events_costs_no_memory_spike_at_start_up() {
+    use std::io::BufRead;
+    let h = Harness::new();
+    let n = 500_000;
+    let stamp = (chrono::Utc::now() - chrono::Duration::minutes(30))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    h.server.preload(n, |i| {
+        let mut e = core_event(
+            &format!("u{i:07}"),
+            ["shop", "ops", "db"][i % 3],
+            "Pulled",
+            1,
+        );
+        e["firstTimestamp"] = stamp.clone().into();
+        e["lastTimestamp"] = stamp.clone().into();
+        e
+    });
+    // Console sink (JSON on stdout, read here): 500k events are counted, not stored.
+    let run = |start_at: &str, expect: usize| {
+        let config = h.path(&format!("{start_at}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[sources.cluster]\ntype = \"kubernetes_events\"\napi = \"core/v1\"\n\
+                 kubeconfig = {:?}\nstart_at = \"{start_at}\"\npage_size = 1000\n\
+                 [sinks.out]\ntype = \"console\"\ninputs = [\"cluster\"]\nformat = \"json\"\n",
+                h.path(&format!("data-{start_at}")).display().to_string(),
+                h.path("kubeconfig").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kollate"))
+            .args(["run", "--no-progress", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        h.started.borrow_mut().push(child.id());
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut uids = std::collections::HashSet::new();
+            let mut lines = 0;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                lines += 1;
+                let uid = line
+                    .split("\"uid\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                uids.insert(uid.to_owned());
+            }
+            (lines, uids.len())
+        });
+        // Until everything expected has been listed (then the watch idles with bookmarks).
+        let start = Instant::now();
+        let checkpoint = h.path(&format!("data-{start_at}/checkpoints/cluster.json"));
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let (lists, _) = h.server.requests();
+            let listed = checkpoint.exists() && (expect == 0 || lists >= expect / 1000);
+            if listed {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "listing never finished"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let peak = peak_rss_mib(child.id());
+        // SAFETY: signalling our own child.
+        unsafe { libc_kill(child.id() as i32, 15) };
+        assert!(child.wait().unwrap().success());
+        let (lines, distinct) = reader.join().unwrap();
+        eprintln!("start_at = {start_at}: {lines} events, peak RSS {peak} MiB");
+        (lines, distinct, peak)
+    };
+    let (lines, _, peak) = run("now", 0);
+    assert_eq!(lines, 0, "start_at = now emits none of the existing events");
+    assert!(peak < 64, "start_at = now: peak RSS {peak} MiB");
+    let (lines, distinct, peak) = run("beginning", n);
+    assert_eq!((lines, distinct), (n, n), "every existing event, once");
+    assert!(peak < 128, "start_at = beginning: peak RSS {peak} MiB");
+}

@@ -695,20 +695,31 @@ impl ScopeWatcher {
         };
         params.limit = Some(if emit { self.settings.page_size } else { 1 });
         loop {
+            let request = kube::core::Request::new(self.api.resource_url())
+                .list(&params)
+                .map_err(|e| Failure::Retry(None, e.to_string()))?;
             self.settings.limiter.acquire().await;
-            let page = self.api.list(&params).await.map_err(|e| self.failed(e))?;
+            let body = self
+                .client
+                .request_text(request)
+                .await
+                .map_err(|e| self.failed(e))?;
             self.metrics.reachable();
             self.metrics.progressed();
-            let list_rv = page.metadata.resource_version.clone().unwrap_or_default();
+            ComponentMetrics::add(&self.metrics.bytes, body.len() as u64);
+            // One page in memory at a time; items are decoded straight from its text.
+            let page: ListPage<'_> = serde_json::from_str(&body)
+                .map_err(|e| Failure::Retry(None, format!("unreadable list page: {e}")))?;
             if emit {
-                for obj in page.items {
-                    if let Some(event) = self.decode(&obj, outbox)
+                for item in &page.items {
+                    if let Some(event) = self.decode(item.get().as_bytes(), outbox)
                         && cutoff.is_none_or(|c| event.timestamp.is_none_or(|t| t >= c))
                     {
                         self.push(event, String::new(), outbox).await?;
                     }
                 }
             }
+            let list_rv = page.metadata.resource_version.unwrap_or_default();
             match page.metadata.continue_.filter(|c| emit && !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
                 None => {
@@ -820,30 +831,29 @@ impl ScopeWatcher {
         }
     }
 
-    /// Decodes an object, unless it was already emitted (same uid and resourceVersion).
-    fn decode(&self, obj: &DynamicObject, outbox: &mut Outbox) -> Option<Event> {
-        let key = format!(
-            "{}/{}",
-            obj.metadata.uid.as_deref().unwrap_or_default(),
-            obj.metadata.resource_version.as_deref().unwrap_or_default()
-        );
-        if !outbox.first_time(key) {
-            ComponentMetrics::add(&self.metrics.discarded, 1);
-            return None;
-        }
-        let bytes = serde_json::to_vec(obj).ok()?;
-        ComponentMetrics::add(&self.metrics.bytes, bytes.len() as u64);
-        match decode_json(&bytes) {
-            Ok(e) => {
-                ComponentMetrics::add(&self.metrics.events_in, 1);
-                Some(e)
-            }
+    /// Decodes a listed object, unless it was already emitted (same uid and
+    /// resourceVersion). List items carry no `apiVersion`; the API listed tells it.
+    fn decode(&self, bytes: &[u8], outbox: &mut Outbox) -> Option<Event> {
+        let mut event = match decode_json(bytes) {
+            Ok(e) => e,
             Err(error) => {
                 ComponentMetrics::add(&self.metrics.errors, 1);
                 tracing::warn!(component = %self.id, %error, "Skipped an undecodable object from the API server.");
-                None
+                return None;
             }
+        };
+        if !outbox.first_time(format!("{}/{}", event.uid, event.resource_version)) {
+            ComponentMetrics::add(&self.metrics.discarded, 1);
+            return None;
         }
+        if event.api_version.is_empty() {
+            event.api_version = match self.settings.api {
+                EventsApi::EventsV1 => "events.k8s.io/v1".into(),
+                EventsApi::CoreV1 => "v1".into(),
+            };
+        }
+        ComponentMetrics::add(&self.metrics.events_in, 1);
+        Some(event)
     }
 
     async fn push(
@@ -930,6 +940,23 @@ impl ScopeWatcher {
             tracing::error!(component = %self.id, file = %self.path.display(), %error, "Failed to write checkpoint.");
         }
     }
+}
+
+/// One page of a list, items left as text for kollate's decoder.
+#[derive(Deserialize)]
+struct ListPage<'a> {
+    #[serde(default)]
+    metadata: ListPageMeta,
+    #[serde(default, borrow)]
+    items: Vec<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Default, Deserialize)]
+struct ListPageMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(default, rename = "continue")]
+    continue_: Option<String>,
 }
 
 enum WatchEnd {

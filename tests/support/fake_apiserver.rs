@@ -4,7 +4,7 @@
 //!
 //! - every change gets the next cluster-wide `resourceVersion`;
 //! - `list` returns the current objects with the list's `resourceVersion`, paged by `limit`
-//!   with an opaque `continue` token;
+//!   with an opaque `continue` token (in uid order, so a page costs what it holds);
 //! - `watch` streams `{"type", "object"}` frames for every change after the given
 //!   `resourceVersion` (`0` or none: synthetic `ADDED` frames for every current object
 //!   first, then changes from now), `BOOKMARK` frames when
@@ -188,6 +188,21 @@ impl Handle {
         rv
     }
 
+    /// Adds `n` objects made by `make(i)` that existed before anyone could watch: they are
+    /// listed, but their changes are compacted away (as in a cluster that has run a while).
+    pub fn preload(&self, n: usize, make: impl Fn(usize) -> Value) {
+        let mut store = self.store.lock().unwrap();
+        for i in 0..n {
+            store.rv += 1;
+            let rv = store.rv;
+            let mut object = make(i);
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let uid = object["metadata"]["uid"].as_str().unwrap().to_owned();
+            store.objects.insert(uid, (rv, object));
+        }
+        store.compacted = store.rv + 1;
+    }
+
     /// Deletes an object (what TTL expiry looks like).
     pub fn delete(&self, uid: &str) {
         let mut store = self.store.lock().unwrap();
@@ -311,30 +326,37 @@ async fn serve(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -
 fn list(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
     let mut s = store.lock().unwrap();
     s.lists += 1;
-    let selected: Vec<&Value> = s
-        .objects
-        .values()
-        .map(|(_, o)| o)
-        .filter(|o| in_namespace(o, &ns) && matches_selector(o, q.get("fieldSelector")))
-        .collect();
-    let offset: usize = q
+    // The continue token is opaque to clients; here it is the last uid served.
+    let after = q
         .get("continue")
-        .and_then(|c| c.strip_prefix("page-"))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+        .and_then(|c| c.strip_prefix("after:"))
+        .map(str::to_owned);
     let limit: usize = q
         .get("limit")
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let page: Vec<&Value> = selected.iter().skip(offset).take(limit).copied().collect();
+    let start = match &after {
+        Some(uid) => std::ops::Bound::Excluded(uid.clone()),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut selected = s
+        .objects
+        .range((start, std::ops::Bound::Unbounded))
+        .filter(|(_, (_, o))| in_namespace(o, &ns) && matches_selector(o, q.get("fieldSelector")));
+    let page: Vec<(&String, &Value)> = selected
+        .by_ref()
+        .take(limit)
+        .map(|(uid, (_, o))| (uid, o))
+        .collect();
+    let more = selected.next().is_some();
     let mut metadata = json!({"resourceVersion": s.rv.to_string()});
-    if offset + page.len() < selected.len() {
-        metadata["continue"] = json!(format!("page-{}", offset + page.len()));
-        metadata["remainingItemCount"] = json!(selected.len() - offset - page.len());
+    if more && let Some((last, _)) = page.last() {
+        metadata["continue"] = json!(format!("after:{last}"));
     }
+    let items: Vec<&Value> = page.into_iter().map(|(_, o)| o).collect();
     axum::Json(
-        json!({"kind": "EventList", "apiVersion": "v1", "metadata": metadata, "items": page}),
+        json!({"kind": "EventList", "apiVersion": "v1", "metadata": metadata, "items": items}),
     )
     .into_response()
 }
