@@ -679,3 +679,85 @@ fn a_cluster_holding_500k_events_costs_no_memory_spike_at_start_up() {
     assert_eq!((lines, distinct), (n, n), "every existing event, once");
     assert!(peak < 128, "start_at = beginning: peak RSS {peak} MiB");
 }
+
+#[test]
+fn enrichment_adds_owner_chain_node_and_labels_with_one_lookup_per_object() {
+    use serde_json::json;
+    let h = Harness::new();
+    let owner = |kind: &str, name: &str, uid: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}]);
+    h.server.put_object(
+        "apps",
+        "v1",
+        "deployments",
+        json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "d-1", "labels": {"app": "web"}},
+        "spec": {"replicas": 1}}),
+    );
+    h.server.put_object(
+        "apps",
+        "v1",
+        "replicasets",
+        json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-7d9", "namespace": "shop", "uid": "rs-1",
+                     "ownerReferences": owner("Deployment", "web", "d-1")}}),
+    );
+    h.server.put_object(
+        "",
+        "v1",
+        "pods",
+        json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pod-e1", "namespace": "shop", "uid": "p-1",
+                     "labels": {"app": "web", "pod-template-hash": "7d9"},
+                     "ownerReferences": owner("ReplicaSet", "web-7d9", "rs-1")},
+        "spec": {"nodeName": "n-7"}}),
+    );
+    let child = h.start("api = \"core/v1\"\nenrich = [\"owner\", \"node\", \"labels\"]");
+    std::thread::sleep(Duration::from_millis(700));
+    // 100 events about the pod (core_event names the pod `pod-<uid>`), 50 about a pod
+    // that is gone, one about a node.
+    for i in 0..100 {
+        let mut e = core_event(&format!("a-{i}"), "shop", "BackOff", 1);
+        e["involvedObject"]["name"] = "pod-e1".into();
+        h.server.apply(e);
+    }
+    for i in 0..50 {
+        let mut e = core_event(&format!("g-{i}"), "shop", "BackOff", 1);
+        e["involvedObject"]["name"] = "pod-gone".into();
+        h.server.apply(e);
+    }
+    let mut node = core_event("node-1", "default", "NodeNotReady", 1);
+    node["involvedObject"] = json!({"kind": "Node", "name": "n-7"});
+    h.server.apply(node);
+    h.wait_for(151);
+    h.stop(child);
+    let received = h.received();
+    let about_pod: Vec<_> = received
+        .iter()
+        .filter(|e| e["object"]["name"] == "pod-e1")
+        .collect();
+    assert_eq!(about_pod.len(), 100);
+    for e in &about_pod {
+        assert_eq!(
+            e["enrichment"],
+            json!({"owners": [{"kind": "ReplicaSet", "name": "web-7d9"}, {"kind": "Deployment", "name": "web"}],
+                   "node": "n-7", "labels": {"app": "web", "pod-template-hash": "7d9"}}),
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .filter(|e| e["object"]["name"] == "pod-gone")
+            .all(|e| e.get("enrichment").is_none()),
+        "nothing made up for a pod that is gone"
+    );
+    let node = received.iter().find(|e| e["uid"] == "node-1").unwrap();
+    assert_eq!(node["enrichment"], json!({"node": "n-7"}));
+    // One read per object, however many events: the cache (negative entries included).
+    assert_eq!(h.server.gets("pods", "shop", "pod-e1"), 1);
+    assert_eq!(h.server.gets("pods", "shop", "pod-gone"), 1);
+    assert_eq!(h.server.gets("replicasets", "shop", "web-7d9"), 1);
+    assert_eq!(h.server.gets("deployments", "shop", "web"), 1);
+}

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use kollate::sources::kubernetes_events::{LEADER_ELECTION_PERMISSIONS, REQUIRED_PERMISSIONS};
+use kollate::sources::kubernetes_events::{
+    ENRICH_PERMISSIONS, LEADER_ELECTION_PERMISSIONS, REQUIRED_PERMISSIONS,
+};
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -98,20 +100,25 @@ fn pipeline(config_map: &Value, origin: &str) -> kollate::config::Config {
 #[test]
 fn rbac_grants_exactly_what_the_source_calls() {
     let docs = documents();
+    let text = of_kind(&docs, "ConfigMap")[0]["data"]["kollate.toml"]
+        .as_str()
+        .unwrap();
+    let config: toml::Value = toml::from_str(text).unwrap();
+    let source = &config["sources"]["cluster"];
     let roles = of_kind(&docs, "ClusterRole");
     assert_eq!(roles.len(), 1);
-    assert_eq!(grants(roles[0]), needed(REQUIRED_PERMISSIONS, None));
+    let mut cluster_wide = needed(REQUIRED_PERMISSIONS, None);
+    if source.get("enrich").is_some() {
+        cluster_wide.extend(needed(ENRICH_PERMISSIONS, None));
+    }
+    assert_eq!(grants(roles[0]), cluster_wide);
     let binding = of_kind(&docs, "ClusterRoleBinding")[0];
     assert_eq!(binding["roleRef"]["name"], roles[0]["metadata"]["name"]);
     let account = of_kind(&docs, "ServiceAccount")[0];
     assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
 
     // Leader election: its own Lease only, in the namespace the config names.
-    let text = of_kind(&docs, "ConfigMap")[0]["data"]["kollate.toml"]
-        .as_str()
-        .unwrap();
-    let config: toml::Value = toml::from_str(text).unwrap();
-    let election = &config["sources"]["cluster"]["leader_election"];
+    let election = &source["leader_election"];
     let role = of_kind(&docs, "Role")[0];
     assert_eq!(
         role["metadata"]["namespace"].as_str(),

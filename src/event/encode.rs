@@ -8,7 +8,7 @@
 
 use chrono::Datelike;
 
-use super::{Aggregation, Event, ObjectRef, Series, Timestamp};
+use super::{Aggregation, Enrichment, Event, ObjectRef, Series, Str, Timestamp};
 
 impl Event {
     /// Encodes the event as one line of JSON (without the newline) onto `out`.
@@ -59,12 +59,11 @@ impl Event {
         }
         if !self.labels.is_empty() {
             o.key("labels");
-            let mut l = Object::open(o.out);
-            for (k, v) in &self.labels {
-                l.data_key(k);
-                write_str(l.out, v);
-            }
-            l.close();
+            labels_json(o.out, &self.labels);
+        }
+        if let Some(e) = &self.enrichment {
+            o.key("enrichment");
+            enrichment_json(o.out, e);
         }
         if let Some(a) = &self.aggregation {
             o.key("aggregation");
@@ -147,6 +146,41 @@ fn object_ref(out: &mut Vec<u8>, r: &ObjectRef) {
     o.str("api_version", &r.api_version);
     o.str("resource_version", &r.resource_version);
     o.str("field_path", &r.field_path);
+    o.close();
+}
+
+fn labels_json(out: &mut Vec<u8>, labels: &std::collections::BTreeMap<Str, Str>) {
+    let mut l = Object::open(out);
+    for (k, v) in labels {
+        l.data_key(k);
+        write_str(l.out, v);
+    }
+    l.close();
+}
+
+fn enrichment_json(out: &mut Vec<u8>, e: &Enrichment) {
+    let mut o = Object::open(out);
+    if !e.owners.is_empty() {
+        o.key("owners");
+        o.out.push(b'[');
+        for (i, owner) in e.owners.iter().enumerate() {
+            if i > 0 {
+                o.out.push(b',');
+            }
+            let mut w = Object::open(o.out);
+            w.key("kind");
+            write_str(w.out, &owner.kind);
+            w.key("name");
+            write_str(w.out, &owner.name);
+            w.close();
+        }
+        o.out.push(b']');
+    }
+    o.str("node", &e.node);
+    if !e.labels.is_empty() {
+        o.key("labels");
+        labels_json(o.out, &e.labels);
+    }
     o.close();
 }
 
@@ -313,7 +347,7 @@ pub(super) fn ser_time<S: serde::Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Category, Severity, decode_json, parse_time};
+    use crate::event::{Category, Owner, Severity, decode_json, parse_time};
 
     #[test]
     fn timestamps_format_like_kubernetes() {
@@ -342,6 +376,20 @@ mod tests {
         e.correlation_id = Some("inc-1".into());
         e.combined = true;
         e.labels.insert("team".into(), "a\"b".into());
+        e.enrichment = Some(Box::new(Enrichment {
+            owners: vec![
+                Owner {
+                    kind: "ReplicaSet".into(),
+                    name: "shop-7d9".into(),
+                },
+                Owner {
+                    kind: "Deployment".into(),
+                    name: "shop".into(),
+                },
+            ],
+            node: "n-1".into(),
+            labels: [("app".into(), "shop".into())].into(),
+        }));
         e.aggregation = Some(Box::new(Aggregation {
             key: "k".into(),
             count: 3,

@@ -139,6 +139,31 @@ pub struct ObjectRef {
     pub field_path: Str,
 }
 
+/// An owner of the involved object (from its `ownerReferences`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Kind, e.g. `ReplicaSet`.
+    pub kind: Str,
+    /// Name.
+    pub name: Str,
+}
+
+/// What the `kubernetes_events` source's `enrich` option found out about the involved
+/// object (omitted when it found nothing).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Enrichment {
+    /// The owner chain, nearest first: a Pod of a Deployment has
+    /// `[ReplicaSet, Deployment]`; a Pod of a CronJob has `[Job, CronJob]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<Owner>,
+    /// The node the object is on (a Pod's `spec.nodeName`; a Node's own name).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub node: Str,
+    /// The object's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<Str, Str>,
+}
+
 /// An event series (`series` in both APIs): repeated occurrences of one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
@@ -273,6 +298,9 @@ pub struct Event {
     /// Free-form labels added by rules and plugins.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<Str, Str>,
+    /// About the involved object, from the source's `enrich` option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Box<Enrichment>>,
     /// Set on the events the `aggregate` transform emits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregation: Option<Box<Aggregation>>,

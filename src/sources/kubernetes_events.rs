@@ -34,9 +34,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
+mod enrich;
 mod leader;
 mod limit;
 
+pub use enrich::EnrichField;
 pub use leader::{CHECKPOINT_ANNOTATION, LeaderElectionConfig};
 
 use crate::batch::{AckTracker, Batch};
@@ -52,6 +54,17 @@ pub const REQUIRED_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("events.k8s.io", "events", "watch"),
     ("", "events", "list"),
     ("", "events", "watch"),
+];
+
+/// What `enrich` adds: reading the objects events are about, and their owners.
+pub const ENRICH_PERMISSIONS: &[(&str, &str, &str)] = &[
+    ("", "pods", "get"),
+    ("apps", "replicasets", "get"),
+    ("apps", "deployments", "get"),
+    ("apps", "statefulsets", "get"),
+    ("apps", "daemonsets", "get"),
+    ("batch", "jobs", "get"),
+    ("batch", "cronjobs", "get"),
 ];
 
 /// What `leader_election` adds (on its own Lease only).
@@ -76,6 +89,10 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_QPS: f64 = 50.0;
 /// Default client-side burst.
 pub const DEFAULT_BURST: u32 = 100;
+/// Default bound on objects whose enrichment is cached.
+pub const DEFAULT_ENRICH_CACHE_SIZE: usize = 10_000;
+/// Default time an object's enrichment is reused.
+pub const DEFAULT_ENRICH_TTL: Duration = Duration::from_secs(600);
 /// A partial batch waits at most this long.
 const BATCH_TIMEOUT: Duration = Duration::from_millis(200);
 /// Backoff bounds.
@@ -145,6 +162,12 @@ fn default_dedupe() -> usize {
 fn default_batch_size() -> usize {
     DEFAULT_BATCH_SIZE
 }
+fn default_enrich_cache_size() -> usize {
+    DEFAULT_ENRICH_CACHE_SIZE
+}
+fn default_enrich_ttl() -> DurationValue {
+    DurationValue(DEFAULT_ENRICH_TTL)
+}
 fn default_qps() -> f64 {
     DEFAULT_QPS
 }
@@ -203,6 +226,16 @@ pub struct KubernetesEventsSourceConfig {
     /// health checks report the source stalled (default 3m).
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: DurationValue,
+    /// Add what the API server knows about each event's object: `"owner"` (the owner
+    /// chain, e.g. ReplicaSet then Deployment), `"node"`, `"labels"`.
+    #[serde(default)]
+    pub enrich: Vec<EnrichField>,
+    /// Objects whose enrichment is cached (LRU).
+    #[serde(default = "default_enrich_cache_size")]
+    pub enrich_cache_size: usize,
+    /// How long a cached enrichment is reused before the object is read again.
+    #[serde(default = "default_enrich_ttl")]
+    pub enrich_ttl: DurationValue,
     /// Client-side limit on API requests per second (list pages, watch (re)connections,
     /// Lease renewals), on top of the API server's own fairness (default 50).
     #[serde(default = "default_qps")]
@@ -264,6 +297,14 @@ impl KubernetesEventsSourceConfig {
             leader_election: self.leader_election.clone(),
             exclude_namespaces: self.exclude_namespaces.clone(),
             limiter: Arc::new(limit::RateLimiter::new(self.qps, self.burst)),
+            enrich: (!self.enrich.is_empty()).then(|| {
+                (
+                    self.enrich.clone(),
+                    self.enrich_cache_size,
+                    self.enrich_ttl.0,
+                )
+            }),
+            enricher: None,
         };
         ctx.metrics.stall_after_ms.store(
             self.stall_timeout.0.as_millis() as u64,
@@ -279,7 +320,7 @@ impl KubernetesEventsSourceConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
     api: EventsApi,
     kubeconfig: Option<PathBuf>,
@@ -295,6 +336,10 @@ struct Settings {
     exclude_namespaces: Option<crate::condition::Globs>,
     /// Shared by every API call the source makes.
     limiter: Arc<limit::RateLimiter>,
+    /// `enrich`: (fields, cache size, ttl).
+    enrich: Option<(Vec<EnrichField>, usize, Duration)>,
+    /// Made from `enrich` once the client exists.
+    enricher: Option<Arc<enrich::Enricher>>,
 }
 
 /// What is saved per scope.
@@ -373,11 +418,20 @@ async fn client(settings: &Settings) -> Result<kube::Client, KubernetesSourceErr
 }
 
 async fn run(
-    settings: Settings,
+    mut settings: Settings,
     scopes: Vec<Option<String>>,
     mut ctx: SourceContext,
 ) -> Result<(), crate::topology::BoxError> {
     let client = client(&settings).await?;
+    if let Some((fields, capacity, ttl)) = &settings.enrich {
+        settings.enricher = Some(Arc::new(enrich::Enricher::new(
+            client.clone(),
+            fields,
+            *capacity,
+            *ttl,
+            settings.limiter.clone(),
+        )));
+    }
     let resource = match settings.api {
         EventsApi::EventsV1 => {
             ApiResource::from_gvk(&GroupVersionKind::gvk("events.k8s.io", "v1", "Event"))
@@ -858,7 +912,7 @@ impl ScopeWatcher {
 
     async fn push(
         &mut self,
-        event: Event,
+        mut event: Event,
         position: String,
         outbox: &mut Outbox,
     ) -> Result<(), Failure> {
@@ -871,6 +925,9 @@ impl ScopeWatcher {
         {
             ComponentMetrics::add(&self.metrics.discarded, 1);
             return Ok(());
+        }
+        if let Some(enricher) = &self.settings.enricher {
+            enricher.enrich(&mut event, &self.metrics).await;
         }
         outbox.batch.push(event);
         if outbox.batch.len() >= self.settings.batch_size {

@@ -16,6 +16,10 @@
 //! Both `/api/v1/.../events` (core/v1) and `/apis/events.k8s.io/v1/.../events` are served
 //! from one store; objects keep whatever shape the test created them in.
 //!
+//! Other objects (Pods, ReplicaSets, Deployments...) can be read by name, in full or as
+//! `PartialObjectMetadata` when the client asks for it in `Accept` (what metadata-only
+//! clients do); a missing one is a 404 `NotFound` Status.
+//!
 //! `coordination.k8s.io/v1` Leases: get (404 `NotFound` when missing), create (409
 //! `AlreadyExists`), update with optimistic concurrency (409 `Conflict` when
 //! `metadata.resourceVersion` is not the current one).
@@ -55,6 +59,9 @@ struct Store {
     silent: bool,
     /// Answer the next N watch requests with 429 and this Retry-After (seconds).
     throttle: (usize, u64),
+    /// Other objects by "group/version/resource/namespace/name", and GETs of each.
+    things: BTreeMap<String, Value>,
+    gets: BTreeMap<String, usize>,
     /// Leases by (namespace, name).
     leases: BTreeMap<(String, String), Value>,
     /// Requests served, by kind.
@@ -102,6 +109,14 @@ impl FakeApiServer {
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 get(namespaced_events),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/{resource}/{name}",
+                get(get_core_object),
+            )
+            .route(
+                "/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}",
+                get(get_object),
             )
             .route(
                 "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
@@ -243,6 +258,30 @@ impl Handle {
     /// Throttled (429) answers still to give.
     pub fn throttles_left(&self) -> usize {
         self.store.lock().unwrap().throttle.0
+    }
+
+    /// Stores an object of another resource (`group` empty for the core group).
+    pub fn put_object(&self, group: &str, version: &str, resource: &str, object: Value) {
+        let key = thing_key(
+            group,
+            version,
+            resource,
+            object["metadata"]["namespace"].as_str().unwrap(),
+            object["metadata"]["name"].as_str().unwrap(),
+        );
+        self.store.lock().unwrap().things.insert(key, object);
+    }
+
+    /// How often an object of another resource was read (found or not).
+    pub fn gets(&self, resource: &str, namespace: &str, name: &str) -> usize {
+        let suffix = format!("/{resource}/{namespace}/{name}");
+        let store = self.store.lock().unwrap();
+        store
+            .gets
+            .iter()
+            .filter(|(k, _)| k.ends_with(&suffix))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// A Lease as stored.
@@ -472,6 +511,56 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code.as_u16()});
     (code, axum::Json(body)).into_response()
+}
+
+fn thing_key(group: &str, version: &str, resource: &str, ns: &str, name: &str) -> String {
+    format!("{group}/{version}/{resource}/{ns}/{name}")
+}
+
+async fn get_core_object(
+    State(store): State<Shared>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    serve_object(store, thing_key("", "v1", &resource, &ns, &name), &headers)
+}
+
+async fn get_object(
+    State(store): State<Shared>,
+    Path((group, version, ns, resource, name)): Path<(String, String, String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    serve_object(
+        store,
+        thing_key(&group, &version, &resource, &ns, &name),
+        &headers,
+    )
+}
+
+fn serve_object(store: Shared, key: String, headers: &axum::http::HeaderMap) -> Response {
+    let mut s = store.lock().unwrap();
+    *s.gets.entry(key.clone()).or_default() += 1;
+    let Some(object) = s.things.get(&key) else {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("\"{name}\" not found"),
+        );
+    };
+    let metadata_only = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+    if metadata_only {
+        axum::Json(
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": object["metadata"]}),
+        )
+        .into_response()
+    } else {
+        axum::Json(object.clone()).into_response()
+    }
 }
 
 async fn get_lease(
