@@ -51,7 +51,7 @@ struct Store {
     history: Vec<(u64, &'static str, Value)>,
     /// Watches from below this resourceVersion are expired (410).
     compacted: u64,
-    /// Close every watch after this many frames (a dropped connection).
+    /// Close every watch after a random number of frames up to this (a dropped connection).
     drop_after: Option<usize>,
     /// Answer the next N requests with a 500.
     fail_next: usize,
@@ -235,7 +235,7 @@ impl Handle {
         store.compacted = store.rv + 1;
     }
 
-    /// Drops every watch connection after `frames` frames.
+    /// Drops every watch connection after a random number of frames, 1 to `frames`.
     pub fn drop_watches_after(&self, frames: Option<usize>) {
         self.store.lock().unwrap().drop_after = frames;
     }
@@ -408,6 +408,8 @@ struct WatchState {
     selector: Option<String>,
     from: u64,
     sent: usize,
+    /// This connection breaks after this many frames (drawn when the fault is on).
+    breaks_after: Option<usize>,
     deadline: Instant,
     bookmarks: bool,
     last_bookmark: Instant,
@@ -443,6 +445,7 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
         selector: q.get("fieldSelector").cloned(),
         from,
         sent: 0,
+        breaks_after: None,
         deadline: Instant::now() + Duration::from_secs(timeout),
         bookmarks: matches!(
             q.get("allowWatchBookmarks").map(String::as_str),
@@ -485,7 +488,10 @@ fn watch(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Resp
                 (Some((rv, kind, object)), drop_after, _, _) => {
                     st.from = rv;
                     st.sent += 1;
-                    if drop_after.is_some_and(|n| st.sent >= n) {
+                    let breaks_after = *st.breaks_after.get_or_insert_with(|| {
+                        drop_after.map_or(usize::MAX, |n| rand::random_range(1..=n.max(1)))
+                    });
+                    if st.sent >= breaks_after {
                         st.done = true;
                     }
                     let frame = json!({"type": kind, "object": object});
