@@ -4,8 +4,8 @@
 //! For the kinds events are mostly about (Pods, the workload controllers, Nodes), the
 //! source reads the object (metadata only, except a Pod's `spec.nodeName` when `node` is
 //! wanted) and follows `ownerReferences` upwards: Pod -> ReplicaSet -> Deployment,
-//! Pod -> Job -> CronJob, Pod -> StatefulSet / DaemonSet. Results are cached by object,
-//! in an LRU bounded by `enrich_cache_size` and kept for `enrich_ttl`; an object that is
+//! Pod -> Job -> CronJob, Pod -> StatefulSet / DaemonSet. Results are cached by object uid
+//! (namespace/kind/name when an event carries none), in an LRU bounded by `enrich_cache_size` and kept for `enrich_ttl`; an object that is
 //! gone or cannot be read is cached too (as nothing), so a storm of events about one
 //! object costs one request, and every request goes through the source's rate limit.
 //! Events about other kinds pass through untouched; so do events whose lookup failed
@@ -55,11 +55,12 @@ pub const KINDS: &[(&str, &str, &str, &str)] = &[
 struct Facts {
     labels: std::collections::BTreeMap<Str, Str>,
     node: Str,
-    owner: Option<Owner>,
+    /// The nearest owner, and its uid.
+    owner: Option<(Owner, Str)>,
 }
 
-/// (namespace, kind, name) of an object.
-type ObjectKey = (Str, Str, Str);
+/// An object's uid, or `namespace/kind/name` when it is not known.
+type ObjectKey = Str;
 
 /// What was learnt about an object (`None`: nothing to be had), and when.
 type Cached = (Option<Arc<Facts>>, Instant);
@@ -114,8 +115,8 @@ impl Enricher {
         } else {
             object.namespace.clone()
         };
-        let (kind, name) = (object.kind.clone(), object.name.clone());
-        let Some(first) = self.facts(&namespace, &kind, &name, metrics).await else {
+        let (kind, name, uid) = (object.kind.clone(), object.name.clone(), object.uid.clone());
+        let Some(first) = self.facts(&namespace, &kind, &name, &uid, metrics).await else {
             return;
         };
         let mut enrichment = Enrichment::default();
@@ -127,12 +128,12 @@ impl Enricher {
         }
         if self.owner {
             let mut next = first.owner.clone();
-            while let Some(owner) = next.take() {
+            while let Some((owner, uid)) = next.take() {
                 if enrichment.owners.len() >= MAX_OWNER_DEPTH {
                     break;
                 }
                 next = self
-                    .facts(&namespace, &owner.kind, &owner.name, metrics)
+                    .facts(&namespace, &owner.kind, &owner.name, &uid, metrics)
                     .await
                     .and_then(|f| f.owner.clone());
                 enrichment.owners.push(owner);
@@ -149,13 +150,18 @@ impl Enricher {
         namespace: &Str,
         kind: &Str,
         name: &Str,
+        uid: &Str,
         metrics: &ComponentMetrics,
     ) -> Option<Arc<Facts>> {
         let &(_, group, version, _) = KINDS.iter().find(|(k, ..)| *k == kind.as_str())?;
         if name.is_empty() || namespace.is_empty() {
             return None;
         }
-        let key = (namespace.clone(), kind.clone(), name.clone());
+        let key: ObjectKey = if uid.is_empty() {
+            format!("{namespace}/{kind}/{name}").into()
+        } else {
+            uid.clone()
+        };
         let mut cache = self.cache.lock().await;
         if let Some((facts, at)) = cache.get(&key)
             && at.elapsed() < self.ttl
@@ -204,9 +210,12 @@ fn facts_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, n
         .iter()
         .find(|r| r.controller == Some(true))
         .or_else(|| refs.first())
-        .map(|r| Owner {
-            kind: r.kind.as_str().into(),
-            name: r.name.as_str().into(),
+        .map(|r| {
+            let owner = Owner {
+                kind: r.kind.as_str().into(),
+                name: r.name.as_str().into(),
+            };
+            (owner, r.uid.as_str().into())
         });
     Facts {
         labels: meta
