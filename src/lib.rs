@@ -15,6 +15,7 @@
 //! - [`topology`]: channels, tasks, backpressure, shutdown.
 //! - [`generate`]: a deterministic generator of realistic event streams (examples, benchmarks).
 //! - [`metrics`]: per-component counters and the run summary.
+//! - [`incidents`]: correlation over recorded dumps (`kollate incidents`).
 //! - [`sources`], [`transforms`], [`sinks`]: one component per file, the TOML `type` is the
 //!   module name.
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod event;
 pub mod format;
 pub mod generate;
+pub mod incidents;
 pub mod metrics;
 pub mod sinks;
 pub mod sources;

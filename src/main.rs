@@ -74,6 +74,19 @@ enum Command {
         #[arg(long)]
         core_only: bool,
     },
+    /// Correlate recorded dumps into incidents and print them as a timeline (post-mortems
+    /// on events the cluster has already deleted).
+    Incidents {
+        /// Dump files (any format the file source reads) or directories holding them.
+        #[arg(short, long = "input", required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// Longest time between two linked events.
+        #[arg(long, default_value = "10m")]
+        window: humantime::Duration,
+        /// Print the incidents as JSON Lines instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a pipeline file and report every problem in it.
     Validate {
         /// The pipeline file.
@@ -91,6 +104,11 @@ fn main() -> ExitCode {
     });
     match command {
         Command::Validate { config } => validate(&config),
+        Command::Incidents {
+            inputs,
+            window,
+            json,
+        } => incidents(&inputs, *window, json),
         Command::Generate {
             events,
             seed,
@@ -126,6 +144,58 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn incidents(inputs: &[PathBuf], window: Duration, json: bool) -> ExitCode {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let pattern = format!("{}/**/*", glob::Pattern::escape(&input.to_string_lossy()));
+            let mut found: Vec<PathBuf> = glob::glob(&pattern)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|p| p.is_file() && kollate::incidents::is_dump(p))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    let (events, problems) = match kollate::incidents::read_events(&files) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    let mut config = kollate::transforms::correlate::CorrelateTransformConfig::default();
+    config.window = kollate::config::DurationValue(window);
+    let found = kollate::incidents::analyse(events, &config).incidents;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        found
+            .iter()
+            .try_for_each(|i| {
+                serde_json::to_writer(&mut out, i)?;
+                writeln!(out).map_err(serde_json::Error::io)
+            })
+            .map_err(std::io::Error::from)
+    } else {
+        out.write_all(kollate::incidents::timeline(&found).as_bytes())
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -271,7 +271,7 @@ impl Running {
         }
         for (id, transform) in &config.transforms {
             let metrics = registry.register(id, "transform", transform.inner.type_name());
-            let built = transform.inner.build(id, &metrics)?;
+            let built = transform.inner.build(id, &metrics, &data_dir)?;
             let input = receivers.remove(id).expect("channel per transform");
             tasks.push((
                 id.clone(),

@@ -69,6 +69,11 @@ impl Event {
             o.key("aggregation");
             aggregation_json(o.out, a);
         }
+        if let Some(incident) = &self.incident {
+            // Rare (one per incident change): the serde definition writes it.
+            o.key("incident");
+            serde_json::to_writer(&mut *o.out, incident).expect("writing to a Vec cannot fail");
+        }
         o.close();
     }
 }

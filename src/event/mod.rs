@@ -164,6 +164,93 @@ pub struct Enrichment {
     pub labels: BTreeMap<Str, Str>,
 }
 
+/// Where an incident is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentStatus {
+    /// Just opened: its first trouble event arrived.
+    Opened,
+    /// More events joined it.
+    Updated,
+    /// Nothing joined it for the resolve period.
+    Resolved,
+}
+
+/// The event an incident's trouble started from, and why kollate thinks so.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RootCause {
+    /// Its reason.
+    pub reason: Str,
+    /// The object it was about.
+    pub object: ObjectRef,
+    /// Its message.
+    pub message: String,
+    /// When it (first) happened.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub timestamp: Option<Timestamp>,
+    /// The causal rule that placed it upstream (`"earliest"` when no rule applied).
+    pub rule: String,
+}
+
+/// An object an incident affects.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AffectedObject {
+    /// Kind.
+    pub kind: Str,
+    /// Namespace (empty for cluster-scoped objects).
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub namespace: Str,
+    /// Name.
+    pub name: Str,
+    /// Its top-level owner, e.g. `Deployment shop/cart`, when known.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub owner: Str,
+    /// The node it is on, when known.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub node: Str,
+}
+
+/// An incident record from the `correlate` transform: related events grouped, with their
+/// probable root cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Stable id; member events carry it as `correlation_id`.
+    pub id: Str,
+    /// Opened, updated or resolved.
+    pub status: IncidentStatus,
+    /// The worst severity among its members.
+    pub severity: Severity,
+    /// One line for humans.
+    pub summary: String,
+    /// The probable root cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<RootCause>,
+    /// Affected objects (at most 50 listed).
+    pub objects: Vec<AffectedObject>,
+    /// Member events by reason (occurrences).
+    pub reasons: BTreeMap<Str, u64>,
+    /// Member events (distinct event records).
+    pub members: u64,
+    /// Earliest occurrence among members.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub first_seen: Option<Timestamp>,
+    /// Latest occurrence among members.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub last_seen: Option<Timestamp>,
+}
+
 /// An event series (`series` in both APIs): repeated occurrences of one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
@@ -304,6 +391,9 @@ pub struct Event {
     /// Set on the events the `aggregate` transform emits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregation: Option<Box<Aggregation>>,
+    /// Set on the incident records the `correlate` transform emits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Box<Incident>>,
 }
 
 /// Why an object could not become an [`Event`].

@@ -72,6 +72,13 @@ struct Rule {
     labels: Vec<(Str, Str)>,
 }
 
+impl Default for ClassifyTransformConfig {
+    /// The built-in table only.
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("every field has a default")
+    }
+}
+
 impl ClassifyTransformConfig {
     /// Builds the transform.
     pub fn build(&self) -> Classify {

@@ -5,9 +5,11 @@
 //! | `classify` | [`classify`] | severity and category from user rules and built-in knowledge |
 //! | `aggregate` | [`aggregate`] | one event per group of similar events per window |
 //! | `filter` | [`filter`] | keeps or drops events by condition |
+//! | `correlate` | [`correlate`] | related trouble into incidents with a probable root cause |
 
 pub mod aggregate;
 pub mod classify;
+pub mod correlate;
 pub mod filter;
 
 use std::sync::Arc;
@@ -27,11 +29,13 @@ pub enum TransformConfig {
     Aggregate(aggregate::AggregateTransformConfig),
     /// `type = "filter"`.
     Filter(Box<filter::FilterTransformConfig>),
+    /// `type = "correlate"`.
+    Correlate(Box<correlate::CorrelateTransformConfig>),
 }
 
 impl TransformConfig {
     /// Every transform `type`.
-    pub const TYPES: &[&str] = &["classify", "aggregate", "filter"];
+    pub const TYPES: &[&str] = &["classify", "aggregate", "filter", "correlate"];
 
     /// Deserialises the options of a transform of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -48,6 +52,9 @@ impl TransformConfig {
             "filter" => {
                 TransformConfig::Filter(Box::new(filter::FilterTransformConfig::deserialize(de)?))
             }
+            "correlate" => TransformConfig::Correlate(Box::new(
+                correlate::CorrelateTransformConfig::deserialize(de)?,
+            )),
             _ => return Ok(None),
         }))
     }
@@ -58,6 +65,7 @@ impl TransformConfig {
             TransformConfig::Classify(_) => "classify",
             TransformConfig::Aggregate(_) => "aggregate",
             TransformConfig::Filter(_) => "filter",
+            TransformConfig::Correlate(_) => "correlate",
         }
     }
 
@@ -67,10 +75,15 @@ impl TransformConfig {
     /// Options that cannot work.
     pub fn build(
         &self,
-        _id: &str,
+        id: &str,
         metrics: &Arc<ComponentMetrics>,
+        data_dir: &std::path::Path,
     ) -> Result<Box<dyn Transform>, BuildError> {
         Ok(match self {
+            TransformConfig::Correlate(c) => Box::new(c.build(
+                Some(data_dir.join("state").join(format!("{id}.json"))),
+                metrics.clone(),
+            )),
             TransformConfig::Classify(c) => Box::new(c.build()),
             TransformConfig::Aggregate(c) => Box::new(c.build(metrics.clone())),
             TransformConfig::Filter(c) => Box::new(c.build(metrics.clone())),
