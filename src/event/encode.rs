@@ -74,6 +74,14 @@ impl Event {
             o.key("incident");
             serde_json::to_writer(&mut *o.out, incident).expect("writing to a Vec cannot fail");
         }
+        if let Some(pattern) = &self.pattern {
+            o.key("pattern");
+            serde_json::to_writer(&mut *o.out, pattern).expect("writing to a Vec cannot fail");
+        }
+        if let Some(alert) = &self.alert {
+            o.key("alert");
+            serde_json::to_writer(&mut *o.out, alert).expect("writing to a Vec cannot fail");
+        }
         o.close();
     }
 }

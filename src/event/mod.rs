@@ -164,6 +164,51 @@ pub struct Enrichment {
     pub labels: BTreeMap<Str, Str>,
 }
 
+/// What the `patterns` transform found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatternKind {
+    /// Something keeps happening: over the threshold within the window.
+    Recurring,
+    /// A key's rate departs from its own history.
+    Anomaly,
+}
+
+/// A recurring pattern or a rate anomaly, from the `patterns` transform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternReport {
+    /// Recurring or anomaly.
+    pub kind: PatternKind,
+    /// The similarity key, e.g. `BackOff | Pod | shop`.
+    pub key: String,
+    /// Occurrences within the window (recurring) or the current bucket (anomaly).
+    pub count: u64,
+    /// Occurrences per minute over the window.
+    pub per_minute: f64,
+    /// For anomalies: how many standard deviations above the key's baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// For anomalies: the expected occurrences per bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// First occurrence since the key was tracked.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub first_seen: Option<Timestamp>,
+    /// Latest occurrence.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub last_seen: Option<Timestamp>,
+    /// Up to three distinct sample messages.
+    pub samples: Vec<String>,
+}
+
 /// Where an incident is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -394,6 +439,47 @@ pub struct Event {
     /// Set on the incident records the `correlate` transform emits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<Box<Incident>>,
+    /// Set on the records the `patterns` transform emits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Box<PatternReport>>,
+    /// Set on the alert records the `alert` transform emits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Box<Alert>>,
+}
+
+/// Firing or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// The condition holds.
+    Firing,
+    /// It no longer does.
+    Resolved,
+}
+
+/// An alert from the `alert` transform, for the `alertmanager` and `webhook` sinks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The rule's name (`alertname`).
+    pub name: String,
+    /// Firing or resolved.
+    pub status: AlertStatus,
+    /// Identity of the alert: rule name plus its grouping values.
+    pub fingerprint: String,
+    /// Labels (`alertname` included).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (`summary`, `description`...).
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing.
+    #[serde(serialize_with = "ser_time")]
+    pub starts_at: Option<Timestamp>,
+    /// When it was resolved (resolved alerts only).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_time"
+    )]
+    pub ends_at: Option<Timestamp>,
 }
 
 /// Why an object could not become an [`Event`].

@@ -78,6 +78,24 @@ pub enum GroupField {
     Category,
 }
 
+impl GroupField {
+    /// Appends this field of `e` to a key.
+    pub fn append(self, e: &Event, key: &mut String) {
+        match self {
+            GroupField::Namespace => key.push_str(namespace_of(e)),
+            GroupField::Kind => key.push_str(&e.object.kind),
+            GroupField::Name => key.push_str(&e.object.name),
+            GroupField::Reason => key.push_str(&e.reason),
+            GroupField::Message => normalize_message(&e.message, key),
+            GroupField::Type => key.push_str(&e.event_type),
+            GroupField::Host => key.push_str(&e.host),
+            GroupField::ReportingController => key.push_str(&e.reporting_controller),
+            GroupField::Severity => key.push_str(e.severity.map_or("", |s| s.as_str())),
+            GroupField::Category => key.push_str(e.category.map_or("", |c| c.as_str())),
+        }
+    }
+}
+
 fn default_group_by() -> Vec<GroupField> {
     use GroupField::*;
     vec![Namespace, Kind, Name, Reason, Message]
@@ -204,18 +222,7 @@ impl Aggregate {
             if i > 0 {
                 key.push_str(" | ");
             }
-            match field {
-                GroupField::Namespace => key.push_str(namespace_of(e)),
-                GroupField::Kind => key.push_str(&e.object.kind),
-                GroupField::Name => key.push_str(&e.object.name),
-                GroupField::Reason => key.push_str(&e.reason),
-                GroupField::Message => normalize_message(&e.message, key),
-                GroupField::Type => key.push_str(&e.event_type),
-                GroupField::Host => key.push_str(&e.host),
-                GroupField::ReportingController => key.push_str(&e.reporting_controller),
-                GroupField::Severity => key.push_str(e.severity.map_or("", |s| s.as_str())),
-                GroupField::Category => key.push_str(e.category.map_or("", |c| c.as_str())),
-            }
+            field.append(e, key);
         }
         key.push_str(" @ ");
         key.push_str(&window_start.timestamp_millis().to_string());

@@ -6,11 +6,13 @@
 //! | `aggregate` | [`aggregate`] | one event per group of similar events per window |
 //! | `filter` | [`filter`] | keeps or drops events by condition |
 //! | `correlate` | [`correlate`] | related trouble into incidents with a probable root cause |
+//! | `patterns` | [`patterns`] | recurring patterns and rate anomalies per similarity key |
 
 pub mod aggregate;
 pub mod classify;
 pub mod correlate;
 pub mod filter;
+pub mod patterns;
 
 use std::sync::Arc;
 
@@ -31,11 +33,13 @@ pub enum TransformConfig {
     Filter(Box<filter::FilterTransformConfig>),
     /// `type = "correlate"`.
     Correlate(Box<correlate::CorrelateTransformConfig>),
+    /// `type = "patterns"`.
+    Patterns(Box<patterns::PatternsTransformConfig>),
 }
 
 impl TransformConfig {
     /// Every transform `type`.
-    pub const TYPES: &[&str] = &["classify", "aggregate", "filter", "correlate"];
+    pub const TYPES: &[&str] = &["classify", "aggregate", "filter", "correlate", "patterns"];
 
     /// Deserialises the options of a transform of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -55,6 +59,9 @@ impl TransformConfig {
             "correlate" => TransformConfig::Correlate(Box::new(
                 correlate::CorrelateTransformConfig::deserialize(de)?,
             )),
+            "patterns" => TransformConfig::Patterns(Box::new(
+                patterns::PatternsTransformConfig::deserialize(de)?,
+            )),
             _ => return Ok(None),
         }))
     }
@@ -66,6 +73,7 @@ impl TransformConfig {
             TransformConfig::Aggregate(_) => "aggregate",
             TransformConfig::Filter(_) => "filter",
             TransformConfig::Correlate(_) => "correlate",
+            TransformConfig::Patterns(_) => "patterns",
         }
     }
 
@@ -85,6 +93,7 @@ impl TransformConfig {
                 metrics.clone(),
             )),
             TransformConfig::Classify(c) => Box::new(c.build()),
+            TransformConfig::Patterns(c) => Box::new(c.build()),
             TransformConfig::Aggregate(c) => Box::new(c.build(metrics.clone())),
             TransformConfig::Filter(c) => Box::new(c.build(metrics.clone())),
         })
