@@ -205,7 +205,7 @@ impl Patterns {
         *state.counts.back_mut().expect("one bucket at least") += n;
         state.last_seen = Some(state.last_seen.map_or(t, |l| l.max(t)));
         state.first_seen = Some(state.first_seen.map_or(t, |f| f.min(t)));
-        if state.samples.len() < 3 && !state.samples.iter().any(|s| *s == e.message) {
+        if state.samples.len() < 3 && !state.samples.contains(&e.message) {
             state.samples.push(e.message.chars().take(300).collect());
         }
         let in_window: u64 = state.counts.iter().sum();
