@@ -114,18 +114,37 @@ fn the_default_config_replays_the_example_stream() {
     )
     .unwrap();
     let expected = shipped.lines().count();
-    let archived: usize = std::fs::read_dir(dir.path("out"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("events-")
-        })
-        .map(|p| lines(&p).len())
-        .sum();
-    assert_eq!(archived, expected, "every event archived");
+    let files_named = |prefix: &str| -> Vec<serde_json::Value> {
+        std::fs::read_dir(dir.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .flat_map(|p| lines(&p))
+            .collect()
+    };
+    let archive = files_named("events-");
+    let (records, archived): (Vec<_>, Vec<_>) =
+        archive.iter().partition(|e| e.get("incident").is_some());
+    assert_eq!(archived.len(), expected, "every event archived");
+    // The example stream's incidents: each reported, with its members tagged.
+    let incidents = files_named("incidents-");
+    assert_eq!(
+        incidents.len(),
+        records.len(),
+        "incident records in both files"
+    );
+    let opened: Vec<_> = incidents
+        .iter()
+        .filter(|r| r["reason"] == "IncidentOpened")
+        .collect();
+    assert!(opened.len() >= 10, "{} incidents", opened.len());
+    for r in &opened {
+        let id = r["incident"]["id"].as_str().unwrap();
+        assert!(
+            archived.iter().any(|e| e["correlation_id"] == id),
+            "members of {id} carry its id"
+        );
+    }
     let (_, out_events, _, errors, _) = summary_row(&stderr, "replay");
     assert_eq!((out_events as usize, errors), (expected, 0));
     let (agg_in, agg_out, ..) = summary_row(&stderr, "aggregate");

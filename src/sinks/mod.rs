@@ -4,9 +4,14 @@
 //! |---|---|---|
 //! | `file` | [`file`] | JSON Lines, templated paths, rotation, fsync policy |
 //! | `console` | [`console`] | human-readable lines or JSON on stdout/stderr |
+//! | `alertmanager` | [`alertmanager`] | alerts to Prometheus Alertmanager's v2 API |
+//! | `webhook` | [`webhook`] | alerts as JSON (or a Slack-compatible body) to any URL |
 
+pub mod alertmanager;
 pub mod console;
 pub mod file;
+pub mod http;
+pub mod webhook;
 
 use serde::Deserialize;
 use toml::de::ValueDeserializer;
@@ -20,11 +25,15 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// `type = "console"`.
     Console(console::ConsoleSinkConfig),
+    /// `type = "alertmanager"`.
+    Alertmanager(alertmanager::AlertmanagerSinkConfig),
+    /// `type = "webhook"`.
+    Webhook(webhook::WebhookSinkConfig),
 }
 
 impl SinkConfig {
     /// Every sink `type`.
-    pub const TYPES: &[&str] = &["file", "console"];
+    pub const TYPES: &[&str] = &["file", "console", "alertmanager", "webhook"];
 
     /// Deserialises the options of a sink of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -34,6 +43,10 @@ impl SinkConfig {
         Ok(Some(match ty {
             "file" => SinkConfig::File(file::FileSinkConfig::deserialize(de)?),
             "console" => SinkConfig::Console(console::ConsoleSinkConfig::deserialize(de)?),
+            "alertmanager" => {
+                SinkConfig::Alertmanager(alertmanager::AlertmanagerSinkConfig::deserialize(de)?)
+            }
+            "webhook" => SinkConfig::Webhook(webhook::WebhookSinkConfig::deserialize(de)?),
             _ => return Ok(None),
         }))
     }
@@ -43,6 +56,8 @@ impl SinkConfig {
         match self {
             SinkConfig::File(_) => "file",
             SinkConfig::Console(_) => "console",
+            SinkConfig::Alertmanager(_) => "alertmanager",
+            SinkConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -54,6 +69,8 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => c.build(ctx),
             SinkConfig::Console(c) => c.build(ctx),
+            SinkConfig::Alertmanager(c) => c.build(ctx),
+            SinkConfig::Webhook(c) => c.build(ctx),
         }
     }
 }

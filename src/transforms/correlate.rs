@@ -651,15 +651,17 @@ impl Engine {
         }
     }
 
-    /// Does some node-scoped rule make this event an effect of node trouble?
+    /// Does some node-scoped rule make this event an effect of node trouble? (Never an
+    /// image pull: a registry problem is not the node's.)
     fn node_effect(&self, e: &Event) -> bool {
-        self.settings.rules.iter().any(|r| {
-            r.scope == Scope::Node
-                && r.effect.iter().any(|x| *x == e.reason)
-                && r.effect_message
-                    .as_ref()
-                    .is_none_or(|p| p.0.is_match(&e.message))
-        })
+        !is_image_pull(&e.message)
+            && self.settings.rules.iter().any(|r| {
+                r.scope == Scope::Node
+                    && r.effect.iter().any(|x| *x == e.reason)
+                    && r.effect_message
+                        .as_ref()
+                        .is_none_or(|p| p.0.is_match(&e.message))
+            })
     }
 
     fn is_node_trouble(e: &Event) -> bool {
@@ -1040,7 +1042,7 @@ impl Engine {
             Scope::Owner => {
                 c.object == e.object || (!c.workload.is_empty() && c.workload == e.workload)
             }
-            Scope::Node => !c.node.is_empty() && c.node == e.node,
+            Scope::Node => !c.node.is_empty() && c.node == e.node && !is_image_pull(&e.message),
         };
         timely && placed
     }
@@ -1126,6 +1128,12 @@ impl Engine {
         self.watermark = s.watermark;
         self.next = s.next;
     }
+}
+
+/// An image pull problem, by its message.
+fn is_image_pull(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("pull") && m.contains("image") || m.contains("errimagepull")
 }
 
 /// A message's shape: its hash with digits dropped (counts, durations, ports, IPs vary).

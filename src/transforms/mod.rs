@@ -7,8 +7,10 @@
 //! | `filter` | [`filter`] | keeps or drops events by condition |
 //! | `correlate` | [`correlate`] | related trouble into incidents with a probable root cause |
 //! | `patterns` | [`patterns`] | recurring patterns and rate anomalies per similarity key |
+//! | `alert` | [`alert`] | alert rules on events, incidents and patterns, for alert sinks |
 
 pub mod aggregate;
+pub mod alert;
 pub mod classify;
 pub mod correlate;
 pub mod filter;
@@ -35,11 +37,20 @@ pub enum TransformConfig {
     Correlate(Box<correlate::CorrelateTransformConfig>),
     /// `type = "patterns"`.
     Patterns(Box<patterns::PatternsTransformConfig>),
+    /// `type = "alert"`.
+    Alert(Box<alert::AlertTransformConfig>),
 }
 
 impl TransformConfig {
     /// Every transform `type`.
-    pub const TYPES: &[&str] = &["classify", "aggregate", "filter", "correlate", "patterns"];
+    pub const TYPES: &[&str] = &[
+        "classify",
+        "aggregate",
+        "filter",
+        "correlate",
+        "patterns",
+        "alert",
+    ];
 
     /// Deserialises the options of a transform of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -62,6 +73,9 @@ impl TransformConfig {
             "patterns" => TransformConfig::Patterns(Box::new(
                 patterns::PatternsTransformConfig::deserialize(de)?,
             )),
+            "alert" => {
+                TransformConfig::Alert(Box::new(alert::AlertTransformConfig::deserialize(de)?))
+            }
             _ => return Ok(None),
         }))
     }
@@ -74,6 +88,7 @@ impl TransformConfig {
             TransformConfig::Filter(_) => "filter",
             TransformConfig::Correlate(_) => "correlate",
             TransformConfig::Patterns(_) => "patterns",
+            TransformConfig::Alert(_) => "alert",
         }
     }
 
@@ -94,6 +109,7 @@ impl TransformConfig {
             )),
             TransformConfig::Classify(c) => Box::new(c.build()),
             TransformConfig::Patterns(c) => Box::new(c.build()),
+            TransformConfig::Alert(c) => Box::new(c.build()),
             TransformConfig::Aggregate(c) => Box::new(c.build(metrics.clone())),
             TransformConfig::Filter(c) => Box::new(c.build(metrics.clone())),
         })

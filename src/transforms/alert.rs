@@ -1,0 +1,404 @@
+//! The `alert` transform: rules that turn events, incidents and patterns into alerts for
+//! the `alertmanager` and `webhook` sinks.
+//!
+//! Each `[[transforms.NAME.rules]]` has a `name` (the `alertname`), what it looks `on`
+//! (`"event"`, `"incident"`, `"pattern"` or `"anomaly"` records), a condition `when` (the
+//! same conditions as `classify` and `filter`), and labels and annotations templated from
+//! fields (`{namespace}`, `{kind}`, `{name}`, `{reason}`, `{type}`, `{severity}`,
+//! `{category}`, `{host}`, `{message}`, `{count}`, `{correlation_id}`).
+//!
+//! An alert's identity is the rule plus its `group_by` fields (for incidents: the incident
+//! id; for patterns and anomalies: the pattern key), so a storm of matching events is one
+//! alert. A firing alert is sent when it starts and again at most every `repeat_interval`
+//! while it keeps matching (which keeps it alive in Alertmanager: each send says it ends
+//! three intervals later unless renewed). It is resolved (sent with `endsAt` = now) when its
+//! incident is resolved, or when nothing matched it for `resolve_after`.
+//!
+//! Only alert records go out; the batches' acknowledgements travel with them, so a source
+//! checkpoints past an event only once its alert was delivered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::{Deserialize, Deserializer};
+
+use crate::batch::Batch;
+use crate::condition::Condition;
+use crate::config::DurationValue;
+use crate::event::{Alert, AlertStatus, Event, IncidentStatus, PatternKind, Timestamp};
+use crate::topology::Transform;
+
+/// What a rule looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum On {
+    /// Plain events.
+    #[default]
+    Event,
+    /// Incident records from `correlate`.
+    Incident,
+    /// Recurring-pattern records from `patterns`.
+    Pattern,
+    /// Rate-anomaly records from `patterns`.
+    Anomaly,
+}
+
+/// A field a template or `group_by` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Namespace,
+    Kind,
+    Name,
+    Reason,
+    Type,
+    Severity,
+    Category,
+    Host,
+    Message,
+    Count,
+    CorrelationId,
+}
+
+impl Field {
+    fn parse(name: &str) -> Option<Field> {
+        Some(match name {
+            "namespace" => Field::Namespace,
+            "kind" => Field::Kind,
+            "name" => Field::Name,
+            "reason" => Field::Reason,
+            "type" => Field::Type,
+            "severity" => Field::Severity,
+            "category" => Field::Category,
+            "host" => Field::Host,
+            "message" => Field::Message,
+            "count" => Field::Count,
+            "correlation_id" => Field::CorrelationId,
+            _ => return None,
+        })
+    }
+
+    fn render(self, e: &Event, out: &mut String) {
+        match self {
+            Field::Namespace => out.push_str(crate::condition::namespace_of(e)),
+            Field::Kind => out.push_str(&e.object.kind),
+            Field::Name => out.push_str(&e.object.name),
+            Field::Reason => out.push_str(&e.reason),
+            Field::Type => out.push_str(&e.event_type),
+            Field::Severity => out.push_str(e.severity.map_or("", |s| s.as_str())),
+            Field::Category => out.push_str(e.category.map_or("", |c| c.as_str())),
+            Field::Host => out.push_str(&e.host),
+            Field::Message => out.push_str(&e.message),
+            Field::Count => out.push_str(&e.occurrences().to_string()),
+            Field::CorrelationId => out.push_str(e.correlation_id.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Field::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown field `{name}`")))
+    }
+}
+
+/// Text with `{field}` placeholders.
+#[derive(Debug, Clone)]
+pub struct Template(Vec<(String, Option<Field>)>);
+
+impl<'de> Deserialize<'de> for Template {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut pieces = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                return Err(serde::de::Error::custom(format!(
+                    "unclosed `{{` in `{text}`"
+                )));
+            };
+            let name = &rest[open + 1..open + close];
+            let field = Field::parse(name).ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown field `{{{name}}}` in `{text}`"))
+            })?;
+            pieces.push((rest[..open].to_owned(), Some(field)));
+            rest = &rest[open + close + 1..];
+        }
+        pieces.push((rest.to_owned(), None));
+        Ok(Template(pieces))
+    }
+}
+
+impl Template {
+    fn render(&self, e: &Event) -> String {
+        let mut out = String::new();
+        for (text, field) in &self.0 {
+            out.push_str(text);
+            if let Some(f) = field {
+                f.render(e, &mut out);
+            }
+        }
+        out
+    }
+}
+
+fn default_repeat_interval() -> DurationValue {
+    DurationValue(Duration::from_secs(300))
+}
+fn default_resolve_after() -> DurationValue {
+    DurationValue(Duration::from_secs(900))
+}
+
+/// `[[transforms.NAME.rules]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// The alert's name (`alertname`).
+    pub name: String,
+    /// What the rule looks at (default `"event"`).
+    #[serde(default)]
+    pub on: On,
+    /// The condition (default: everything).
+    #[serde(default)]
+    pub when: Condition,
+    /// Fields that make one alert (default: the incident id or pattern key; for events
+    /// namespace, kind, name and reason).
+    #[serde(default)]
+    group_by: Option<Vec<Field>>,
+    /// Labels, templated.
+    #[serde(default)]
+    pub labels: BTreeMap<String, Template>,
+    /// Annotations, templated (default: `summary = "{message}"`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Template>,
+    /// Least time between two sends of the same firing alert (default 5m).
+    #[serde(default = "default_repeat_interval")]
+    pub repeat_interval: DurationValue,
+    /// Resolved when nothing matched it this long (default 15m; incidents resolve with
+    /// their incident).
+    #[serde(default = "default_resolve_after")]
+    pub resolve_after: DurationValue,
+}
+
+/// `type = "alert"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertTransformConfig {
+    /// The rules; every matching rule makes its own alert.
+    pub rules: Vec<AlertRule>,
+}
+
+impl AlertTransformConfig {
+    /// Builds the transform.
+    pub fn build(&self) -> AlertTransform {
+        AlertTransform {
+            rules: self.rules.clone(),
+            active: HashMap::new(),
+        }
+    }
+}
+
+/// A firing alert.
+struct Active {
+    alert: Alert,
+    rule: usize,
+    last_sent: Instant,
+    last_match: Instant,
+}
+
+/// The running transform.
+pub struct AlertTransform {
+    rules: Vec<AlertRule>,
+    active: HashMap<String, Active>,
+}
+
+fn kind_of(e: &Event) -> On {
+    match (&e.incident, &e.pattern) {
+        (Some(_), _) => On::Incident,
+        (_, Some(p)) if p.kind == PatternKind::Anomaly => On::Anomaly,
+        (_, Some(_)) => On::Pattern,
+        _ => On::Event,
+    }
+}
+
+impl AlertTransform {
+    fn evaluate(&mut self, e: &Event, out: &mut Vec<Event>) {
+        let kind = kind_of(e);
+        if e.alert.is_some() {
+            return;
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.on != kind || !rule.when.matches(e) {
+                continue;
+            }
+            let mut fingerprint = rule.name.clone();
+            match (&rule.group_by, kind) {
+                (Some(fields), _) => {
+                    for f in fields {
+                        fingerprint.push('|');
+                        f.render(e, &mut fingerprint);
+                    }
+                }
+                (None, On::Incident) => {
+                    fingerprint.push('|');
+                    fingerprint.push_str(e.correlation_id.as_deref().unwrap_or(""));
+                }
+                (None, On::Pattern | On::Anomaly) => {
+                    fingerprint.push('|');
+                    fingerprint.push_str(e.pattern.as_ref().map_or("", |p| p.key.as_str()));
+                }
+                (None, On::Event) => {
+                    for f in [Field::Namespace, Field::Kind, Field::Name, Field::Reason] {
+                        fingerprint.push('|');
+                        f.render(e, &mut fingerprint);
+                    }
+                }
+            }
+            let resolved = e
+                .incident
+                .as_ref()
+                .is_some_and(|i| i.status == IncidentStatus::Resolved);
+            let now = Instant::now();
+            if resolved {
+                if let Some(mut active) = self.active.remove(&fingerprint) {
+                    active.alert.status = AlertStatus::Resolved;
+                    active.alert.ends_at = e.timestamp.or_else(|| Some(Utc::now()));
+                    out.push(alert_record(active.alert));
+                }
+                continue;
+            }
+            let repeat = rule.repeat_interval.0;
+            match self.active.get_mut(&fingerprint) {
+                Some(active) => {
+                    active.last_match = now;
+                    if now.duration_since(active.last_sent) >= repeat {
+                        active.last_sent = now;
+                        active.alert.annotations = annotations(rule, e);
+                        active.alert.ends_at = Some(keep_alive(repeat));
+                        out.push(alert_record(active.alert.clone()));
+                    }
+                }
+                None => {
+                    let mut labels: BTreeMap<String, String> = rule
+                        .labels
+                        .iter()
+                        .map(|(k, t)| (k.clone(), t.render(e)))
+                        .collect();
+                    labels.insert("alertname".into(), rule.name.clone());
+                    let alert = Alert {
+                        name: rule.name.clone(),
+                        status: AlertStatus::Firing,
+                        fingerprint: fingerprint.clone(),
+                        labels,
+                        annotations: annotations(rule, e),
+                        starts_at: e
+                            .timestamp
+                            .map(|t| t.min(Utc::now()))
+                            .or_else(|| Some(Utc::now())),
+                        ends_at: Some(keep_alive(repeat)),
+                    };
+                    out.push(alert_record(alert.clone()));
+                    self.active.insert(
+                        fingerprint,
+                        Active {
+                            alert,
+                            rule: index,
+                            last_sent: now,
+                            last_match: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A firing alert stays alive in Alertmanager for three repeat intervals unless renewed.
+fn keep_alive(repeat: Duration) -> Timestamp {
+    Utc::now() + chrono::Duration::from_std(repeat * 3).unwrap_or(chrono::Duration::hours(1))
+}
+
+fn annotations(rule: &AlertRule, e: &Event) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = rule
+        .annotations
+        .iter()
+        .map(|(k, t)| (k.clone(), t.render(e)))
+        .collect();
+    out.entry("summary".into())
+        .or_insert_with(|| e.message.clone());
+    out
+}
+
+/// An alert as an event record.
+fn alert_record(alert: Alert) -> Event {
+    Event {
+        uid: format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(alert.fingerprint.as_bytes())
+        )
+        .into(),
+        reason: match alert.status {
+            AlertStatus::Firing => "AlertFiring",
+            AlertStatus::Resolved => "AlertResolved",
+        }
+        .into(),
+        message: alert
+            .annotations
+            .get("summary")
+            .cloned()
+            .unwrap_or_default(),
+        event_type: "Warning".into(),
+        reporting_controller: "kollate/alert".into(),
+        count: 1,
+        timestamp: Some(Utc::now()),
+        alert: Some(Box::new(alert)),
+        ..Event::default()
+    }
+}
+
+impl Transform for AlertTransform {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let Batch { events, notifiers } = batch;
+        let mut alerts = Vec::new();
+        for e in &events {
+            self.evaluate(e, &mut alerts);
+        }
+        // The input's acknowledgements go with the alerts (or are released right away).
+        out.push(Batch {
+            events: alerts,
+            notifiers,
+        });
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_secs(5))
+    }
+
+    /// Renews long-firing alerts and resolves those nothing matched for `resolve_after`.
+    fn tick(&mut self, out: &mut Vec<Batch>) {
+        let mut alerts = Vec::new();
+        let now = Instant::now();
+        let rules = &self.rules;
+        self.active.retain(|_, active| {
+            let rule = &rules[active.rule];
+            if rule.on != On::Incident
+                && now.duration_since(active.last_match) >= rule.resolve_after.0
+            {
+                active.alert.status = AlertStatus::Resolved;
+                active.alert.ends_at = Some(Utc::now());
+                alerts.push(alert_record(active.alert.clone()));
+                return false;
+            }
+            if now.duration_since(active.last_sent) >= rule.repeat_interval.0 {
+                active.last_sent = now;
+                active.alert.ends_at = Some(keep_alive(rule.repeat_interval.0));
+                alerts.push(alert_record(active.alert.clone()));
+            }
+            true
+        });
+        if !alerts.is_empty() {
+            out.push(Batch::new(alerts));
+        }
+    }
+}
