@@ -4,10 +4,11 @@
 #   bench/run.sh [EVENTS]
 #
 # Reports, for each pipeline, the best of three runs: events/s and peak RSS
-# (/usr/bin/time -v). Pipelines: file -> classify -> file, and
+# (/usr/bin/time -v). Pipelines: file -> classify -> file;
 # file -> classify -> aggregate -> file with a 24h window, so that the generated stream's
-# hundreds of thousands of distinct keys keep the default max_groups (100,000) groups open. Memory must not grow with input size: the 100k-event
-# run is shown next to the 1M one.
+# hundreds of thousands of distinct keys keep the default max_groups (100,000) groups open;
+# file -> classify -> correlate -> patterns -> file. Memory must not grow with input size:
+# the 100k-event run is shown next to the 1M one. BENCH_PIPELINES="correlate" runs a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-1000000}
@@ -22,14 +23,20 @@ gen() { # events file
 gen "$EVENTS" "$OUT/events-$EVENTS.jsonl"
 gen 100000 "$OUT/events-100000.jsonl"
 
-pipeline() { # name input aggregate?
+pipeline() { # name input plain|aggregate|correlate
   local cfg="$OUT/$1.toml"
   {
     echo "data_dir = \"$OUT/data\""
     echo "[sources.in]"; echo 'type = "file"'; echo "paths = [\"$2\"]"
     echo "[transforms.classify]"; echo 'type = "classify"'; echo 'inputs = ["in"]'
     local last=classify
-    if [ "$3" = yes ]; then
+    if [ "$3" = correlate ]; then
+      # Incidents (100,000 tracked objects at most) and patterns/anomalies per key.
+      echo "[transforms.correlate]"; echo 'type = "correlate"'; echo 'inputs = ["classify"]'; echo 'snapshot = false'
+      echo "[transforms.patterns]"; echo 'type = "patterns"'; echo 'inputs = ["correlate"]'
+      last=patterns
+    fi
+    if [ "$3" = aggregate ]; then
       # A day-long window keeps every group open: max_groups (100,000) are held at once.
       echo "[transforms.aggregate]"; echo 'type = "aggregate"'; echo 'inputs = ["classify"]'; echo 'window = "24h"'
       last=aggregate
@@ -56,6 +63,12 @@ measure() { # label config
 echo "| pipeline (one core, taskset -c 0) | events/s | peak RSS |"
 echo "|---|---:|---:|"
 for n in 100000 "$EVENTS"; do
-  measure "file -> classify -> file ($n)" "$(pipeline "fcf-$n" "$OUT/events-$n.jsonl" no)"
-  measure "file -> classify -> aggregate -> file ($n)" "$(pipeline "fcaf-$n" "$OUT/events-$n.jsonl" yes)"
+  for mode in ${BENCH_PIPELINES:-plain aggregate correlate}; do
+    case $mode in
+      plain) label="file -> classify -> file ($n)" ;;
+      aggregate) label="file -> classify -> aggregate -> file ($n)" ;;
+      correlate) label="file -> classify -> correlate -> patterns -> file ($n)" ;;
+    esac
+    measure "$label" "$(pipeline "$mode-$n" "$OUT/events-$n.jsonl" "$mode")"
+  done
 done
