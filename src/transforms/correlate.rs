@@ -432,8 +432,8 @@ struct IncidentState {
 struct Snapshot {
     incidents: Vec<(u64, IncidentState)>,
     alias: Vec<(u64, u64)>,
-    objects: Vec<(Str, ObjectState)>,
-    parents: Vec<(Str, Str)>,
+    objects: Vec<(u64, ObjectState)>,
+    parents: Vec<(u64, Str)>,
     workloads: Vec<(Str, u64)>,
     nodes: Vec<(Str, u64)>,
     scheduling: Vec<(u64, u64)>,
@@ -452,9 +452,10 @@ struct Engine {
     incidents: HashMap<u64, IncidentState>,
     /// Merged incident -> the one that absorbed it.
     alias: HashMap<u64, u64>,
-    objects: LruCache<Str, ObjectState>,
+    /// By object id ([`object_id`]).
+    objects: LruCache<u64, ObjectState>,
     /// Object key -> its owner's key (learnt or enriched), for walking up to the workload.
-    parents: LruCache<Str, Str>,
+    parents: LruCache<u64, Str>,
     /// Workload key -> its open incident.
     workloads: HashMap<Str, u64>,
     /// Node -> its open node-trouble incident.
@@ -496,7 +497,23 @@ fn key(kind: &str, namespace: &str, name: &str) -> Str {
     Str::from(format!("{kind} {namespace}/{name}"))
 }
 
-/// The object an event is about, as a key: its uid when it has one.
+/// The id of a key: the hash of `Kind namespace/name`.
+fn key_id(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
+
+/// The id of the object an event is about: [`key_id`] of its key, without building it.
+fn object_id(e: &Event) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(e.object.kind.as_bytes());
+    h.update(b" ");
+    h.update(namespace(e).as_bytes());
+    h.update(b"/");
+    h.update(e.object.name.as_bytes());
+    h.digest()
+}
+
+/// The key of the object an event is about.
 fn object_key(e: &Event) -> Str {
     key(&e.object.kind, namespace(e), &e.object.name)
 }
@@ -533,49 +550,55 @@ impl Engine {
 
     /// Learns ownership and placement from what the event says.
     fn learn(&mut self, e: &Event) {
-        let ns = namespace(e).to_owned();
-        let this = object_key(e);
+        let ns = namespace(e);
+        let this = object_id(e);
         let m = e.message.as_str();
         match (e.reason.as_str(), e.object.kind.as_str()) {
             ("SuccessfulCreate", "StatefulSet") => {
                 if let Some(c) = STATEFUL_POD.captures(m) {
-                    self.parents.put(key("Pod", &ns, &c[1]), this.clone());
+                    self.parents
+                        .put(key_id(&key("Pod", ns, &c[1])), object_key(e));
                 }
             }
             ("SuccessfulCreate", "CronJob") => {
                 if let Some(c) = CREATED_JOB.captures(m) {
-                    self.parents.put(key("Job", &ns, &c[1]), this.clone());
+                    self.parents
+                        .put(key_id(&key("Job", ns, &c[1])), object_key(e));
                 }
             }
             ("SuccessfulCreate", _) => {
                 if let Some(c) = CREATED_POD.captures(m) {
-                    self.parents.put(key("Pod", &ns, &c[1]), this.clone());
+                    self.parents
+                        .put(key_id(&key("Pod", ns, &c[1])), object_key(e));
                 }
             }
             ("ScalingReplicaSet", "Deployment") => {
                 if let Some(c) = SCALED_RS.captures(m) {
                     self.parents
-                        .put(key("ReplicaSet", &ns, &c[1]), this.clone());
+                        .put(key_id(&key("ReplicaSet", ns, &c[1])), object_key(e));
                 }
             }
             ("Scheduled", "Pod") => {
                 if let Some(c) = ASSIGNED.captures(m) {
-                    let pod_ns = c.get(1).map_or(ns.as_str(), |n| n.as_str());
-                    let pod = key("Pod", pod_ns, &c[2]);
-                    self.object(&pod).node = c[3].into();
+                    let pod_ns = c.get(1).map_or(ns, |n| n.as_str());
+                    let pod = key_id(&key("Pod", pod_ns, &c[2]));
+                    self.object(pod).node = c[3].into();
                 }
             }
             _ => {}
         }
         if let Some(enrichment) = &e.enrichment {
-            let mut child = this.clone();
+            let mut child = this;
             for owner in &enrichment.owners {
-                let parent = key(&owner.kind, &ns, &owner.name);
-                self.parents.put(child, parent.clone());
-                child = parent;
+                let parent = key(&owner.kind, ns, &owner.name);
+                child = {
+                    let id = key_id(&parent);
+                    self.parents.put(child, parent);
+                    id
+                };
             }
             if !enrichment.node.is_empty() && e.object.kind == "Pod" {
-                self.object(&this).node = enrichment.node.clone();
+                self.object(this).node = enrichment.node.clone();
             }
         }
         // The kubelet that reported a pod's event runs on its node.
@@ -583,32 +606,34 @@ impl Engine {
             && !e.host.is_empty()
             && e.reporting_controller.contains("kubelet")
         {
-            let tracked = self.object(&this);
+            let tracked = self.object(this);
             if tracked.node.is_empty() {
                 tracked.node = e.host.clone();
             }
         }
     }
 
-    fn object(&mut self, key: &Str) -> &mut ObjectState {
-        if !self.objects.contains(key) {
-            self.objects.put(key.clone(), ObjectState::default());
-        }
-        self.objects.get_mut(key).expect("just inserted")
+    fn object(&mut self, id: u64) -> &mut ObjectState {
+        self.objects.get_or_insert_mut(id, ObjectState::default)
     }
 
     /// The top-level owner of an object: learnt, else guessed from generated names.
     fn workload(&mut self, e: &Event) -> Str {
-        let mut current = object_key(e);
+        let mut id = object_id(e);
+        let mut top: Option<Str> = None;
         for _ in 0..MAX_OWNER_DEPTH {
-            match self.parents.get(&current) {
-                Some(parent) => current = parent.clone(),
+            match self.parents.get(&id) {
+                Some(parent) => {
+                    id = key_id(parent);
+                    top = Some(parent.clone());
+                }
                 None => break,
             }
         }
-        if current != object_key(e) {
-            return current;
+        if let Some(top) = top {
+            return top;
         }
+        let current = object_key(e);
         let ns = namespace(e);
         let name = e.object.name.as_str();
         match e.object.kind.as_str() {
@@ -639,7 +664,7 @@ impl Engine {
             return e.object.name.clone();
         }
         self.objects
-            .get(&object_key(e))
+            .get(&object_id(e))
             .map(|o| o.node.clone())
             .unwrap_or_default()
     }
@@ -675,7 +700,7 @@ impl Engine {
         if let Some(end) = end {
             self.watermark = Some(self.watermark.map_or(end, |w| w.max(end)));
         }
-        let this = object_key(e);
+        let this = object_id(e);
         if !is_trouble(e) {
             // Joins an open incident its object is in, without keeping it open.
             let joined = self.objects.get(&this).and_then(|o| o.incident);
@@ -1339,5 +1364,98 @@ impl Transform for CorrelateTransform {
         }
         self.save();
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_time;
+
+    fn backoff(uid: &str, pod: &str, at: &str) -> Event {
+        Event {
+            uid: uid.into(),
+            namespace: "shop".into(),
+            event_type: "Warning".into(),
+            reason: "BackOff".into(),
+            message: "Back-off restarting failed container".into(),
+            object: ObjectRef {
+                kind: "Pod".into(),
+                namespace: "shop".into(),
+                name: pod.into(),
+                ..ObjectRef::default()
+            },
+            count: 1,
+            severity: Some(Severity::Error),
+            timestamp: parse_time(at),
+            ..Event::default()
+        }
+    }
+
+    fn run(t: &mut CorrelateTransform, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::new();
+        t.process(Batch::new(events), &mut out);
+        out.into_iter().flat_map(|b| b.events).collect()
+    }
+
+    #[test]
+    fn a_restart_continues_the_same_incident_from_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/correlate.json");
+        let config = CorrelateTransformConfig::default();
+        let mut first = config.build(Some(path.clone()), Arc::default());
+        let out = run(
+            &mut first,
+            vec![
+                backoff("a", "cart-7d9f8b6c5-x2x9z", "2026-01-01T10:00:00Z"),
+                backoff("b", "cart-7d9f8b6c5-x2x9z", "2026-01-01T10:01:00Z"),
+            ],
+        );
+        let opened = out
+            .iter()
+            .find(|e| e.reason == "IncidentOpened")
+            .expect("reported");
+        let id = opened.correlation_id.clone().unwrap();
+        let mut ignored = Vec::new();
+        first.flush(&mut ignored);
+        assert!(path.exists(), "state saved at shutdown");
+
+        let mut second = config.build(Some(path), Arc::default());
+        // Another pod of the same deployment, five minutes later: the same incident.
+        let out = run(
+            &mut second,
+            vec![backoff("c", "cart-7d9f8b6c5-k8k8k", "2026-01-01T10:05:00Z")],
+        );
+        assert_eq!(out[0].correlation_id.as_ref(), Some(&id));
+        // An hour of silence later: resolved, and a new failure is a new incident.
+        let out = run(
+            &mut second,
+            vec![backoff("d", "cart-7d9f8b6c5-k8k8k", "2026-01-01T11:30:00Z")],
+        );
+        assert!(
+            out.iter()
+                .any(|e| e.reason == "IncidentResolved" && e.correlation_id.as_ref() == Some(&id)),
+            "{out:#?}"
+        );
+        let newest = out.iter().find(|e| e.uid == "d").unwrap();
+        assert_ne!(newest.correlation_id.as_ref(), Some(&id));
+    }
+
+    #[test]
+    fn open_incidents_stay_bounded() {
+        let config: CorrelateTransformConfig =
+            serde_json::from_str(r#"{"max_open_incidents": 3}"#).unwrap();
+        let mut t = config.build(None, Arc::default());
+        let events = (0..20)
+            .map(|i| {
+                backoff(
+                    &format!("u{i}"),
+                    &format!("app{i}-7d9f8b6c5-x2x9z"),
+                    "2026-01-01T10:00:00Z",
+                )
+            })
+            .collect();
+        run(&mut t, events);
+        assert!(t.engine.incidents.len() <= 3);
     }
 }
