@@ -1118,13 +1118,13 @@ impl Engine {
                 .objects
                 .iter()
                 .rev()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect(),
             parents: self
                 .parents
                 .iter()
                 .rev()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect(),
             workloads: self
                 .workloads
