@@ -3,7 +3,9 @@
 //!
 //! Each `[[transforms.NAME.rules]]` has a `name` (the `alertname`), what it looks `on`
 //! (`"event"`, `"incident"`, `"pattern"` or `"anomaly"` records), a condition `when` (the
-//! same conditions as `classify` and `filter`), and labels and annotations templated from
+//! same conditions as `classify` and `filter`: severity, category, reason, namespace...),
+//! optional thresholds `min_count` (incident members, pattern or event occurrences) and
+//! `min_score` (anomalies), and labels and annotations templated from
 //! fields (`{namespace}`, `{kind}`, `{name}`, `{reason}`, `{type}`, `{severity}`,
 //! `{category}`, `{host}`, `{message}`, `{count}`, `{correlation_id}`).
 //!
@@ -162,6 +164,13 @@ pub struct AlertRule {
     /// The condition (default: everything).
     #[serde(default)]
     pub when: Condition,
+    /// At least this many: an incident's member events, a pattern's occurrences in its
+    /// window or an anomaly's in its bucket, an event's occurrences.
+    #[serde(default)]
+    pub min_count: Option<u64>,
+    /// Anomalies only: at least this many standard deviations above the baseline.
+    #[serde(default)]
+    pub min_score: Option<f64>,
     /// Fields that make one alert (default: the incident id or pattern key; for events
     /// namespace, kind, name and reason).
     #[serde(default)]
@@ -229,7 +238,7 @@ impl AlertTransform {
             return;
         }
         for (index, rule) in self.rules.iter().enumerate() {
-            if rule.on != kind || !rule.when.matches(e) {
+            if rule.on != kind || !rule.when.matches(e) || !thresholds_met(rule, e) {
                 continue;
             }
             let mut fingerprint = rule.name.clone();
@@ -312,6 +321,17 @@ impl AlertTransform {
             }
         }
     }
+}
+
+/// The rule's `min_count` and `min_score`, on what the record measures.
+fn thresholds_met(rule: &AlertRule, e: &Event) -> bool {
+    let count = match (&e.incident, &e.pattern) {
+        (Some(i), _) => i.members,
+        (_, Some(p)) => p.count,
+        _ => e.occurrences(),
+    };
+    let score = e.pattern.as_ref().and_then(|p| p.score).unwrap_or(0.0);
+    rule.min_count.is_none_or(|min| count >= min) && rule.min_score.is_none_or(|min| score >= min)
 }
 
 /// A firing alert stays alive in Alertmanager for three repeat intervals unless renewed.
@@ -400,5 +420,79 @@ impl Transform for AlertTransform {
         if !alerts.is_empty() {
             out.push(Batch::new(alerts));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{PatternReport, Severity};
+
+    fn anomaly(score: f64, count: u64) -> Event {
+        Event {
+            namespace: "shop".into(),
+            reason: "RateAnomaly".into(),
+            message: "storm".into(),
+            severity: Some(Severity::Error),
+            pattern: Some(Box::new(PatternReport {
+                kind: PatternKind::Anomaly,
+                key: "BackOff | Pod | shop".into(),
+                count,
+                per_minute: count as f64,
+                score: Some(score),
+                baseline: Some(2.0),
+                first_seen: None,
+                last_seen: None,
+                samples: vec![],
+            })),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn thresholds_and_grouping_make_one_alert_per_storm() {
+        let config: AlertTransformConfig = toml::from_str(
+            r#"
+            [[rules]]
+            name = "Storm"
+            on = "anomaly"
+            min_score = 5.0
+            min_count = 20
+            labels = { namespace = "{namespace}", what = "{reason} in {namespace}" }
+            "#,
+        )
+        .unwrap();
+        let mut t = config.build();
+        let mut out = Vec::new();
+        let batch = Batch::new(vec![
+            anomaly(4.0, 100),
+            anomaly(9.0, 10),
+            anomaly(9.0, 100),
+            anomaly(12.0, 300),
+        ]);
+        t.process(batch, &mut out);
+        let alerts: Vec<Alert> = out
+            .into_iter()
+            .flat_map(|b| b.events)
+            .filter_map(|e| e.alert.map(|a| *a))
+            .collect();
+        assert_eq!(
+            alerts.len(),
+            1,
+            "below thresholds: none; the same key again: no repeat"
+        );
+        assert_eq!(alerts[0].labels["alertname"], "Storm");
+        assert_eq!(alerts[0].labels["what"], "RateAnomaly in shop");
+        assert_eq!(alerts[0].status, AlertStatus::Firing);
+    }
+
+    #[test]
+    fn templates_name_unknown_fields() {
+        let bad = toml::from_str::<AlertTransformConfig>(
+            "[[rules]]\nname = \"x\"\nlabels = { a = \"{nope}\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("unknown field `{nope}`"), "{bad}");
     }
 }

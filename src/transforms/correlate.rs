@@ -445,6 +445,9 @@ struct Snapshot {
 struct ObjectState {
     incident: Option<u64>,
     node: Str,
+    /// Its top-level owner, once worked out (regexes are not run again per event).
+    #[serde(default)]
+    workload: Option<Str>,
 }
 
 struct Engine {
@@ -713,7 +716,10 @@ impl Engine {
             }
             return;
         }
-        let workload = self.workload(e);
+        let workload = match self.objects.get(&this).and_then(|o| o.workload.clone()) {
+            Some(w) => w,
+            None => self.workload(e),
+        };
         let node = self.node_of(e);
         let node_trouble = Self::is_node_trouble(e);
         let mut linked: Vec<u64> = Vec::new();
@@ -751,6 +757,7 @@ impl Engine {
             ObjectState {
                 incident: Some(id),
                 node: node.clone(),
+                workload: Some(workload.clone()),
             },
         );
         self.workloads.insert(workload.clone(), id);
@@ -1157,8 +1164,15 @@ impl Engine {
 
 /// An image pull problem, by its message.
 fn is_image_pull(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("pull") && m.contains("image") || m.contains("errimagepull")
+    contains_ignore_case(message, "pull") && contains_ignore_case(message, "image")
+}
+
+/// ASCII case-insensitive substring search, without allocating.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// A message's shape: its hash with digits dropped (counts, durations, ports, IPs vary).
@@ -1193,7 +1207,7 @@ fn effect_phrase(incident: &IncidentState) -> &'static str {
     let has = |r: &str| reasons.contains_key(r);
     let pulling = incident.notable.iter().any(|n| {
         matches!(n.reason.as_str(), "BackOff" | "Failed" | "ErrImagePull")
-            && n.message.to_ascii_lowercase().contains("pull")
+            && contains_ignore_case(&n.message, "pull")
     });
     if has("NodeControllerEviction") || has("TaintManagerEviction") || has("Evicted") {
         "evicted"
@@ -1233,7 +1247,7 @@ fn cause_phrase(root: &RootCause) -> String {
         "OOMKilling" | "SystemOOM" => "out-of-memory kills".into(),
         "Unhealthy" if m.starts_with("Liveness") => "failed liveness probes".into(),
         "Unhealthy" => "failed probes".into(),
-        "Failed" | "ErrImagePull" if m.to_ascii_lowercase().contains("pull") => {
+        "Failed" | "ErrImagePull" if contains_ignore_case(m, "pull") => {
             "image pull failures".into()
         }
         "FailedScheduling" => "scheduling failures".into(),
