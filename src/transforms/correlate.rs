@@ -782,7 +782,7 @@ impl Engine {
         }
         if incident.objects.len() < MAX_OBJECTS
             && !incident.objects.iter().any(|o| {
-                o.kind == e.object.kind && o.name == e.object.name && o.namespace == namespace(e)
+                o.name == e.object.name && o.kind == e.object.kind && o.namespace == namespace(e)
             })
         {
             incident.objects.push(AffectedObject {
@@ -801,7 +801,7 @@ impl Engine {
         let known = incident
             .notable
             .iter()
-            .position(|n| n.reason == e.reason && n.object == e.object && n.shape == shape);
+            .position(|n| n.shape == shape && n.reason == e.reason && n.object == e.object);
         match known {
             Some(i) => incident.notable[i].occurrences += e.occurrences(),
             None if incident.notable.len() < MAX_NOTABLE => incident.notable.push(Notable {
