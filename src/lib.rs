@@ -16,6 +16,7 @@
 //! - [`generate`]: a deterministic generator of realistic event streams (examples, benchmarks).
 //! - [`metrics`]: per-component counters and the run summary.
 //! - [`incidents`]: correlation over recorded dumps (`kollate incidents`).
+//! - [`store`]: the embedded event store (SQLite) and its queries; [`query`]: their output.
 //! - [`sources`], [`transforms`], [`sinks`]: one component per file, the TOML `type` is the
 //!   module name.
 
@@ -28,7 +29,9 @@ pub mod format;
 pub mod generate;
 pub mod incidents;
 pub mod metrics;
+pub mod query;
 pub mod sinks;
 pub mod sources;
+pub mod store;
 pub mod topology;
 pub mod transforms;

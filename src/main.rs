@@ -45,6 +45,93 @@ enum LogFormat {
     Json,
 }
 
+/// Where the default pipeline keeps its store.
+const DEFAULT_DB: &str = "kollate-data/store/events.db";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Jsonl,
+}
+
+/// Filters shared by `query` and `aggregate`.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// The event store.
+    #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
+    db: PathBuf,
+    /// From (RFC 3339 or an age: 1h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until (RFC 3339 or an age).
+    #[arg(long)]
+    until: Option<String>,
+    /// Namespace.
+    #[arg(long, short)]
+    namespace: Option<String>,
+    /// Involved object kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Involved object name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Node.
+    #[arg(long)]
+    node: Option<String>,
+    /// Reason.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Type (Normal, Warning).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// At least this severity (info, warning, error, critical).
+    #[arg(long)]
+    severity: Option<String>,
+    /// Category.
+    #[arg(long)]
+    category: Option<String>,
+    /// Incident id.
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// Text the message contains.
+    #[arg(long)]
+    search: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Result<kollate::store::Filter, String> {
+        let now = chrono::Utc::now();
+        let time = |t: &Option<String>| {
+            t.as_deref()
+                .map(|t| kollate::query::parse_time_arg(t, now))
+                .transpose()
+        };
+        let min_severity = match self.severity.as_deref() {
+            None => None,
+            Some(s) => Some(
+                serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+                    format!("invalid --severity `{s}`: expected info, warning, error or critical")
+                })?,
+            ),
+        };
+        Ok(kollate::store::Filter {
+            since: time(&self.since)?,
+            until: time(&self.until)?,
+            namespace: self.namespace.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            node: self.node.clone(),
+            reason: self.reason.clone(),
+            event_type: self.event_type.clone(),
+            min_severity,
+            category: self.category.clone(),
+            correlation_id: self.correlation_id.clone(),
+            search: self.search.clone(),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the pipeline until its inputs end or it is told to stop (SIGINT/SIGTERM).
@@ -77,15 +164,61 @@ enum Command {
     /// Correlate recorded dumps into incidents and print them as a timeline (post-mortems
     /// on events the cluster has already deleted).
     Incidents {
-        /// Dump files (any format the file source reads) or directories holding them.
-        #[arg(short, long = "input", required = true, num_args = 1..)]
+        /// Dump files (any format the file source reads) or directories holding them;
+        /// without any, the incidents in the store are listed.
+        #[arg(short, long = "input", num_args = 1..)]
         inputs: Vec<PathBuf>,
+        /// The event store (when no input is given).
+        #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
+        db: PathBuf,
+        /// Only incidents seen since (RFC 3339 or an age: 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
         /// Longest time between two linked events.
         #[arg(long, default_value = "10m")]
         window: humantime::Duration,
         /// Print the incidents as JSON Lines instead.
         #[arg(long)]
         json: bool,
+    },
+    /// One incident from the store, with its member events.
+    Incident {
+        /// The incident id (`inc-...`).
+        id: String,
+        /// The event store.
+        #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
+        db: PathBuf,
+    },
+    /// Events from the store, newest first.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Most events shown.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// `table`, `json` or `jsonl`.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Counts from the store, grouped by fields and time windows.
+    Aggregate {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Fields to group by: namespace, kind, name, node, reason, type, severity, category.
+        #[arg(long, value_delimiter = ',', default_value = "reason")]
+        group_by: Vec<String>,
+        /// Also group by time windows of this length (e.g. 1h).
+        #[arg(long)]
+        window: Option<humantime::Duration>,
+        /// `count` (event records and occurrences).
+        #[arg(long, default_value = "count")]
+        metric: String,
+        /// Most rows shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// `table`, `json` or `jsonl`.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Check a pipeline file and report every problem in it.
     Validate {
@@ -106,9 +239,38 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Incidents {
             inputs,
+            db,
+            since,
+            json,
+            ..
+        } if inputs.is_empty() => stored_incidents(&db, since.as_deref(), json),
+        Command::Incidents {
+            inputs,
             window,
             json,
+            ..
         } => incidents(&inputs, *window, json),
+        Command::Incident { id, db } => stored_incident(&db, &id),
+        Command::Query {
+            filter,
+            limit,
+            output,
+        } => query(&filter, limit, output),
+        Command::Aggregate {
+            filter,
+            group_by,
+            window,
+            metric,
+            limit,
+            output,
+        } => aggregate(
+            &filter,
+            &group_by,
+            window.map(|w| *w),
+            &metric,
+            limit,
+            output,
+        ),
         Command::Generate {
             events,
             seed,
@@ -194,6 +356,153 @@ fn incidents(inputs: &[PathBuf], window: Duration, json: bool) -> ExitCode {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: cannot write: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `error: ...` and fails (bad arguments exit 2, like clap's own).
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn open_store(path: &std::path::Path) -> Result<kollate::store::Store, ExitCode> {
+    kollate::store::Store::open_existing(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Writes `items` as a JSON array or JSON Lines, or `table` as it is.
+fn emit<T: serde::Serialize>(
+    items: &[T],
+    output: Output,
+    table: impl FnOnce() -> String,
+) -> ExitCode {
+    let text = match output {
+        Output::Table => table(),
+        Output::Json => serde_json::to_string_pretty(items).unwrap_or_default() + "\n",
+        Output::Jsonl => items
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap_or_default() + "\n")
+            .collect(),
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn query(args: &FilterArgs, limit: usize, output: Output) -> ExitCode {
+    let filter = match args.filter() {
+        Ok(f) => f,
+        Err(e) => return usage_error(&e),
+    };
+    let store = match open_store(&args.db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.query(&filter, limit) {
+        Ok(events) => emit(&events, output, || kollate::query::events_table(&events)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn aggregate(
+    args: &FilterArgs,
+    group_by: &[String],
+    window: Option<Duration>,
+    metric: &str,
+    limit: usize,
+    output: Output,
+) -> ExitCode {
+    if metric != "count" {
+        return usage_error(&format!("unknown --metric `{metric}`: expected count"));
+    }
+    let mut columns = Vec::new();
+    for name in group_by {
+        match kollate::store::GroupColumn::parse(name) {
+            Some(c) => columns.push(c),
+            None => {
+                return usage_error(&format!(
+                    "unknown --group-by field `{name}`: expected namespace, kind, name, node, reason, type, severity or category"
+                ));
+            }
+        }
+    }
+    let filter = match args.filter() {
+        Ok(f) => f,
+        Err(e) => return usage_error(&e),
+    };
+    let store = match open_store(&args.db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.aggregate(&filter, &columns, window, limit) {
+        Ok(rows) => {
+            let names: Vec<&str> = columns.iter().map(|c| c.column()).collect();
+            emit(&rows, output, || {
+                kollate::query::aggregate_table(&rows, &names)
+            })
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn stored_incidents(db: &std::path::Path, since: Option<&str>, json: bool) -> ExitCode {
+    let since = match since.map(|s| kollate::query::parse_time_arg(s, chrono::Utc::now())) {
+        Some(Err(e)) => return usage_error(&e),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
+    let store = match open_store(db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.incidents(since) {
+        Ok(found) => emit(
+            &found,
+            if json { Output::Jsonl } else { Output::Table },
+            || kollate::incidents::timeline(&found),
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn stored_incident(db: &std::path::Path, id: &str) -> ExitCode {
+    let store = match open_store(db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let filter = kollate::store::Filter {
+        correlation_id: Some(id.to_owned()),
+        ..Default::default()
+    };
+    match (store.incident(id), store.query(&filter, 10_000)) {
+        (Ok(Some(incident)), Ok(members)) => {
+            let text = kollate::query::incident_timeline(&incident, &members);
+            emit(&[incident], Output::Table, || text)
+        }
+        (Ok(None), _) => {
+            eprintln!("error: no incident {id} in {}", db.display());
+            ExitCode::FAILURE
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

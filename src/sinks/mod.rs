@@ -6,11 +6,13 @@
 //! | `console` | [`console`] | human-readable lines or JSON on stdout/stderr |
 //! | `alertmanager` | [`alertmanager`] | alerts to Prometheus Alertmanager's v2 API |
 //! | `webhook` | [`webhook`] | alerts as JSON (or a Slack-compatible body) to any URL |
+//! | `store` | [`store`] | the embedded event store (SQLite), with retention |
 
 pub mod alertmanager;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod store;
 pub mod webhook;
 
 use serde::Deserialize;
@@ -29,11 +31,13 @@ pub enum SinkConfig {
     Alertmanager(alertmanager::AlertmanagerSinkConfig),
     /// `type = "webhook"`.
     Webhook(webhook::WebhookSinkConfig),
+    /// `type = "store"`.
+    Store(store::StoreSinkConfig),
 }
 
 impl SinkConfig {
     /// Every sink `type`.
-    pub const TYPES: &[&str] = &["file", "console", "alertmanager", "webhook"];
+    pub const TYPES: &[&str] = &["file", "console", "alertmanager", "webhook", "store"];
 
     /// Deserialises the options of a sink of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -47,6 +51,7 @@ impl SinkConfig {
                 SinkConfig::Alertmanager(alertmanager::AlertmanagerSinkConfig::deserialize(de)?)
             }
             "webhook" => SinkConfig::Webhook(webhook::WebhookSinkConfig::deserialize(de)?),
+            "store" => SinkConfig::Store(store::StoreSinkConfig::deserialize(de)?),
             _ => return Ok(None),
         }))
     }
@@ -58,6 +63,7 @@ impl SinkConfig {
             SinkConfig::Console(_) => "console",
             SinkConfig::Alertmanager(_) => "alertmanager",
             SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Store(_) => "store",
         }
     }
 
@@ -71,6 +77,7 @@ impl SinkConfig {
             SinkConfig::Console(c) => c.build(ctx),
             SinkConfig::Alertmanager(c) => c.build(ctx),
             SinkConfig::Webhook(c) => c.build(ctx),
+            SinkConfig::Store(c) => c.build(ctx),
         }
     }
 }

@@ -1,0 +1,328 @@
+//! The embedded store: ingestion through the pipeline, queries and aggregations compared
+//! with counts computed here from the input, retention with a simulated clock, bad files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kollate::event::{Event, ObjectRef, Severity};
+use kollate::store::{Filter, Retention, Store};
+use serde_json::Value;
+
+fn kollate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kollate"))
+}
+
+/// Runs file source -> store sink over `inputs` into `db`.
+fn ingest(dir: &Path, inputs: &[PathBuf], db: &Path) -> std::process::Output {
+    let config = dir.join("ingest.toml");
+    let paths: Vec<String> = inputs
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[sources.in]\ntype = \"file\"\npaths = [{}]\n\
+             [sinks.store]\ntype = \"store\"\ninputs = [\"in\"]\npath = {:?}\n",
+            dir.join("data").display().to_string(),
+            paths.join(", "),
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    kollate()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap()
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/events/generated-cluster.jsonl")
+}
+
+fn json_out(args: &[&str], db: &Path) -> Vec<Value> {
+    let out = kollate()
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .args(["-o", "jsonl"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn stored_events_answer_queries_and_aggregations_as_counted_from_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let out = ingest(dir.path(), &[example()], &db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ingesting the same stream again stores nothing twice.
+    let out = ingest(dir.path(), &[example()], &db);
+    assert!(out.status.success());
+
+    // Counted here, from the raw JSON, not through kollate's decoder.
+    let raw: Vec<Value> = std::fs::read_to_string(example())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut identities = HashSet::new();
+    for e in &raw {
+        let id = (
+            e["metadata"]["uid"].as_str().unwrap().to_owned(),
+            e["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        if !identities.insert(id) {
+            continue;
+        }
+        let object = if e["involvedObject"].is_object() {
+            &e["involvedObject"]
+        } else {
+            &e["regarding"]
+        };
+        let ns = object["namespace"]
+            .as_str()
+            .or(e["metadata"]["namespace"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        *expected
+            .entry((ns, e["reason"].as_str().unwrap().to_owned()))
+            .or_default() += 1;
+    }
+    let rows = json_out(
+        &[
+            "aggregate",
+            "--group-by",
+            "namespace,reason",
+            "--limit",
+            "100000",
+        ],
+        &db,
+    );
+    let found: BTreeMap<(String, String), u64> = rows
+        .iter()
+        .map(|r| {
+            let g = r["group"].as_array().unwrap();
+            (
+                (
+                    g[0].as_str().unwrap().to_owned(),
+                    g[1].as_str().unwrap().to_owned(),
+                ),
+                r["events"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(found, expected);
+
+    // A filtered query: one namespace, one reason.
+    let ((ns, reason), n) = expected.iter().max_by_key(|(_, n)| **n).unwrap();
+    let events = json_out(
+        &[
+            "query",
+            "--namespace",
+            ns,
+            "--reason",
+            reason,
+            "--limit",
+            "100000",
+        ],
+        &db,
+    );
+    assert_eq!(events.len() as u64, *n);
+    assert!(events.iter().all(|e| e["reason"] == reason.as_str()));
+    // Newest first, and a time range cuts it.
+    let times: Vec<&str> = events
+        .iter()
+        .map(|e| e["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]));
+    let middle = times[times.len() / 2];
+    let since = json_out(
+        &[
+            "query",
+            "--namespace",
+            ns,
+            "--reason",
+            reason,
+            "--since",
+            middle,
+            "--limit",
+            "100000",
+        ],
+        &db,
+    );
+    assert_eq!(since.len(), times.iter().filter(|t| **t >= middle).count());
+    // Free text.
+    let text = json_out(
+        &["query", "--search", "out of memory", "--limit", "100000"],
+        &db,
+    );
+    let expected_text = raw
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .or(e["note"].as_str())
+                .unwrap_or("")
+                .to_lowercase()
+                .contains("out of memory")
+        })
+        .count();
+    assert_eq!(text.len(), expected_text);
+    assert!(expected_text > 0);
+}
+
+#[test]
+fn the_real_dumps_are_stored_and_counted() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    let pattern = format!("{}/**/*", fixtures.display());
+    let files: Vec<PathBuf> = glob::glob(&pattern)
+        .unwrap()
+        .flatten()
+        .filter(|p| p.is_file() && kollate::incidents::is_dump(p))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let out = ingest(dir.path(), &files, &db);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Independently: every item of every dump, identified by uid + resourceVersion; the
+    // dumps hold some events twice (both API shapes, same identity).
+    let (events, _) = kollate::incidents::read_events(&files).unwrap();
+    let store = Store::open(&db).unwrap();
+    let total: u64 = store
+        .aggregate(&Filter::default(), &[], None, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.events)
+        .sum();
+    assert!(
+        total as usize >= events.len(),
+        "{total} stored, {} distinct uids",
+        events.len()
+    );
+    let failed_mounts = store
+        .query(
+            &Filter {
+                reason: Some("FailedMount".into()),
+                ..Filter::default()
+            },
+            100_000,
+        )
+        .unwrap();
+    assert!(failed_mounts.iter().all(|e| e.reason == "FailedMount"));
+    assert!(!failed_mounts.is_empty());
+}
+
+fn event(i: usize, age_days: i64, severity: Severity, now: chrono::DateTime<chrono::Utc>) -> Event {
+    let t = now - chrono::Duration::days(age_days) - chrono::Duration::seconds(i as i64);
+    Event {
+        uid: format!("u{i}").into(),
+        resource_version: "1".into(),
+        namespace: "shop".into(),
+        reason: "BackOff".into(),
+        message: format!("{} {}", "x".repeat(400), i),
+        object: ObjectRef {
+            kind: "Pod".into(),
+            name: format!("p{i}").into(),
+            ..ObjectRef::default()
+        },
+        count: 1,
+        timestamp: Some(t),
+        severity: Some(severity),
+        ..Event::default()
+    }
+}
+
+#[test]
+fn retention_drops_what_is_too_old_by_age_and_severity_and_gives_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let mut events = Vec::new();
+    for i in 0..6_000 {
+        // 0..2000: 40 days old; 2000..4000: 5 days old info; 4000..6000: 5 days old errors.
+        let (age, severity) = match i / 2_000 {
+            0 => (40, Severity::Error),
+            1 => (5, Severity::Info),
+            _ => (5, Severity::Error),
+        };
+        events.push(event(i, age, severity, now));
+    }
+    store.insert(&events).unwrap();
+    let before = store.size().unwrap();
+    let retention = Retention {
+        max_age: Some(std::time::Duration::from_secs(30 * 86_400)),
+        by_severity: vec![(Severity::Info, std::time::Duration::from_secs(3 * 86_400))],
+        max_size: None,
+    };
+    while store.enforce(&retention, now).unwrap() > 0 {}
+    let left = store.query(&Filter::default(), 100_000).unwrap();
+    assert_eq!(left.len(), 2_000, "only the recent errors stay");
+    assert!(left.iter().all(|e| e.severity == Some(Severity::Error)));
+    let after = store.size().unwrap();
+    assert!(
+        after < before * 2 / 3,
+        "space given back: {before} -> {after} bytes"
+    );
+    // A size bound drops the oldest until under it.
+    let bounded = Retention {
+        max_size: Some(after / 2),
+        ..Retention::default()
+    };
+    while store.enforce(&bounded, now).unwrap() > 0 {}
+    assert!(store.size().unwrap() <= after / 2 + 64 * 1024);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    let out = ingest(dir.path(), &[example()], &db);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("events.db") && stderr.contains("not a database"),
+        "{stderr}"
+    );
+    // Bad query arguments are usage errors.
+    let out = kollate()
+        .args(["query", "--since", "last tuesday", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = kollate()
+        .args(["aggregate", "--group-by", "colour", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --group-by field `colour`"));
+}
