@@ -11,7 +11,13 @@
 //! - `GET /metrics`: per-component counters in the Prometheus text format, named by
 //!   Prometheus conventions after Vector's component metrics.
 //!
-//! With `[api] token` set, `/metrics` (and every later data endpoint) requires
+//! - `GET /api/v1/events`, `/api/v1/aggregate`, `/api/v1/incidents`,
+//!   `/api/v1/incidents/{id}`: the pipeline's event store (its first `store` sink), with the
+//!   filters of `kollate query` as query parameters (`since`, `until`, `namespace`, `kind`,
+//!   `name`, `node`, `reason`, `type`, `severity`, `category`, `correlation_id`, `search`,
+//!   `limit`; `group_by` and `window` for aggregates). Bad parameters get a 400 saying why.
+//!
+//! With `[api] token` set, `/metrics` and the data endpoints require
 //! `Authorization: Bearer <token>`; the health endpoints stay open for kubelet probes.
 
 use std::fmt::Write as _;
@@ -41,6 +47,8 @@ pub struct ApiStartFailed {
 #[derive(Clone)]
 struct ApiState {
     metrics: Arc<Registry>,
+    /// The event store the data endpoints read, if the pipeline has one.
+    store: Option<Arc<std::path::Path>>,
     token: Option<Arc<str>>,
     started: Instant,
     stopping: CancellationToken,
@@ -62,6 +70,7 @@ impl Api {
         options: &ApiOptions,
         metrics: Arc<Registry>,
         stopping: CancellationToken,
+        store: Option<std::path::PathBuf>,
     ) -> Result<Api, ApiStartFailed> {
         let listener = tokio::net::TcpListener::bind(&options.address)
             .await
@@ -71,6 +80,7 @@ impl Api {
             })?;
         let state = ApiState {
             metrics,
+            store: store.map(Arc::from),
             token: options.token.as_deref().map(Arc::from),
             started: Instant::now(),
             stopping,
@@ -79,6 +89,10 @@ impl Api {
             .route("/healthz", get(live))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics_text))
+            .route("/api/v1/events", get(events))
+            .route("/api/v1/aggregate", get(aggregate))
+            .route("/api/v1/incidents", get(incidents))
+            .route("/api/v1/incidents/{id}", get(incident))
             .with_state(state);
         let stop = CancellationToken::new();
         let graceful = stop.clone();
@@ -146,6 +160,137 @@ fn health(state: &ApiState, readiness: bool) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, problems).into_response()
     }
+}
+
+type Params = axum::extract::Query<std::collections::HashMap<String, String>>;
+
+/// A 400 with the reason.
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+}
+
+/// Runs `work` on the store (authorised, on a blocking thread), answering JSON.
+async fn with_store<T: serde::Serialize + Send + 'static>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    work: impl FnOnce(&crate::store::Store) -> Result<T, Response> + Send + 'static,
+) -> Response {
+    if !authorised(state, headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+    }
+    let Some(path) = state.store.clone() else {
+        return (StatusCode::NOT_FOUND, "this pipeline has no store sink\n").into_response();
+    };
+    let answer = tokio::task::spawn_blocking(move || {
+        let store = crate::store::Store::open_existing(&path)
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response())?;
+        work(&store)
+    })
+    .await;
+    match answer {
+        Ok(Ok(value)) => axum::Json(value).into_response(),
+        Ok(Err(response)) => response,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Splits `limit` (and the given extra keys) from the filter parameters.
+fn split_params(
+    mut params: std::collections::HashMap<String, String>,
+    extra: &[&str],
+    default_limit: usize,
+) -> Result<(crate::store::Filter, usize, Vec<Option<String>>), Response> {
+    let limit = match params.remove("limit") {
+        None => default_limit,
+        Some(l) => l
+            .parse()
+            .map_err(|_| bad_request(format!("invalid limit `{l}`: expected a number")))?,
+    };
+    let extras = extra.iter().map(|k| params.remove(*k)).collect();
+    let value = serde_json::to_value(&params).map_err(|e| bad_request(e.to_string()))?;
+    let filter: crate::query::FilterParams = serde_json::from_value(value)
+        .map_err(|e| bad_request(format!("invalid parameters: {e}")))?;
+    let filter = filter.filter(chrono::Utc::now()).map_err(bad_request)?;
+    Ok((filter, limit, extras))
+}
+
+fn store_failed(e: crate::store::StoreError) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+}
+
+async fn events(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
+    let (filter, limit, _) = match split_params(params.0, &[], 100) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    with_store(&state, &headers, move |store| {
+        store.query(&filter, limit).map_err(store_failed)
+    })
+    .await
+}
+
+async fn aggregate(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
+    let (filter, limit, extras) = match split_params(params.0, &["group_by", "window"], 50) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let names: Vec<String> = extras[0]
+        .as_deref()
+        .unwrap_or("reason")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let columns = match crate::store::GroupColumn::parse_list(&names) {
+        Ok(c) => c,
+        Err(e) => return bad_request(format!("group_by: {e}")),
+    };
+    let window = match extras[1].as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => return bad_request(format!("invalid window: {e}")),
+    };
+    with_store(&state, &headers, move |store| {
+        store
+            .aggregate(&filter, &columns, window, limit)
+            .map_err(store_failed)
+    })
+    .await
+}
+
+async fn incidents(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
+    let since = match params
+        .0
+        .get("since")
+        .map(|s| crate::query::parse_time_arg(s, chrono::Utc::now()))
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return bad_request(e),
+    };
+    with_store(&state, &headers, move |store| {
+        store.incidents(since).map_err(store_failed)
+    })
+    .await
+}
+
+async fn incident(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    with_store(&state, &headers, move |store| {
+        let found = store.incident(&id).map_err(store_failed)?;
+        let Some(incident) = found else {
+            return Err((StatusCode::NOT_FOUND, format!("no incident {id}\n")).into_response());
+        };
+        let filter = crate::store::Filter {
+            correlation_id: Some(id),
+            ..Default::default()
+        };
+        let members = store.query(&filter, 10_000).map_err(store_failed)?;
+        Ok(serde_json::json!({ "incident": incident, "members": members }))
+    })
+    .await
 }
 
 fn authorised(state: &ApiState, headers: &HeaderMap) -> bool {

@@ -242,6 +242,19 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 }
 
 impl Config {
+    /// Where the first `store` sink keeps its database, if the pipeline has one: what the
+    /// HTTP API's `/api/v1/*` endpoints read.
+    pub fn store_path(&self) -> Option<PathBuf> {
+        self.sinks.values().find_map(|c| match &c.inner {
+            SinkConfig::Store(s) => Some(
+                s.path
+                    .clone()
+                    .unwrap_or_else(|| self.global.data_dir.join("store").join("events.db")),
+            ),
+            _ => None,
+        })
+    }
+
     /// Loads and validates a pipeline file.
     ///
     /// # Errors

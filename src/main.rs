@@ -16,6 +16,7 @@ use kollate::api::Api;
 use kollate::config::{Config, DEFAULT_CONFIG_PATH};
 use kollate::generate::{GenerateOptions, generate};
 use kollate::metrics::Registry;
+use kollate::query::FilterParams;
 use kollate::topology::Running;
 use tokio_util::sync::CancellationToken;
 
@@ -53,83 +54,6 @@ enum Output {
     Table,
     Json,
     Jsonl,
-}
-
-/// Filters shared by `query` and `aggregate`.
-#[derive(clap::Args)]
-struct FilterArgs {
-    /// The event store.
-    #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
-    db: PathBuf,
-    /// From (RFC 3339 or an age: 1h, 7d).
-    #[arg(long)]
-    since: Option<String>,
-    /// Until (RFC 3339 or an age).
-    #[arg(long)]
-    until: Option<String>,
-    /// Namespace.
-    #[arg(long, short)]
-    namespace: Option<String>,
-    /// Involved object kind.
-    #[arg(long)]
-    kind: Option<String>,
-    /// Involved object name.
-    #[arg(long)]
-    name: Option<String>,
-    /// Node.
-    #[arg(long)]
-    node: Option<String>,
-    /// Reason.
-    #[arg(long)]
-    reason: Option<String>,
-    /// Type (Normal, Warning).
-    #[arg(long = "type")]
-    event_type: Option<String>,
-    /// At least this severity (info, warning, error, critical).
-    #[arg(long)]
-    severity: Option<String>,
-    /// Category.
-    #[arg(long)]
-    category: Option<String>,
-    /// Incident id.
-    #[arg(long)]
-    correlation_id: Option<String>,
-    /// Text the message contains.
-    #[arg(long)]
-    search: Option<String>,
-}
-
-impl FilterArgs {
-    fn filter(&self) -> Result<kollate::store::Filter, String> {
-        let now = chrono::Utc::now();
-        let time = |t: &Option<String>| {
-            t.as_deref()
-                .map(|t| kollate::query::parse_time_arg(t, now))
-                .transpose()
-        };
-        let min_severity = match self.severity.as_deref() {
-            None => None,
-            Some(s) => Some(
-                serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-                    format!("invalid --severity `{s}`: expected info, warning, error or critical")
-                })?,
-            ),
-        };
-        Ok(kollate::store::Filter {
-            since: time(&self.since)?,
-            until: time(&self.until)?,
-            namespace: self.namespace.clone(),
-            kind: self.kind.clone(),
-            name: self.name.clone(),
-            node: self.node.clone(),
-            reason: self.reason.clone(),
-            event_type: self.event_type.clone(),
-            min_severity,
-            category: self.category.clone(),
-            correlation_id: self.correlation_id.clone(),
-            search: self.search.clone(),
-        })
-    }
 }
 
 #[derive(Subcommand)]
@@ -191,8 +115,11 @@ enum Command {
     },
     /// Events from the store, newest first.
     Query {
+        /// The event store.
+        #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
+        db: PathBuf,
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: FilterParams,
         /// Most events shown.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -202,8 +129,11 @@ enum Command {
     },
     /// Counts from the store, grouped by fields and time windows.
     Aggregate {
+        /// The event store.
+        #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
+        db: PathBuf,
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: FilterParams,
         /// Fields to group by: namespace, kind, name, node, reason, type, severity, category.
         #[arg(long, value_delimiter = ',', default_value = "reason")]
         group_by: Vec<String>,
@@ -252,11 +182,13 @@ fn main() -> ExitCode {
         } => incidents(&inputs, *window, json),
         Command::Incident { id, db } => stored_incident(&db, &id),
         Command::Query {
+            db,
             filter,
             limit,
             output,
-        } => query(&filter, limit, output),
+        } => query(&db, &filter, limit, output),
         Command::Aggregate {
+            db,
             filter,
             group_by,
             window,
@@ -264,6 +196,7 @@ fn main() -> ExitCode {
             limit,
             output,
         } => aggregate(
+            &db,
             &filter,
             &group_by,
             window.map(|w| *w),
@@ -398,12 +331,12 @@ fn emit<T: serde::Serialize>(
     }
 }
 
-fn query(args: &FilterArgs, limit: usize, output: Output) -> ExitCode {
-    let filter = match args.filter() {
+fn query(db: &std::path::Path, args: &FilterParams, limit: usize, output: Output) -> ExitCode {
+    let filter = match args.filter(chrono::Utc::now()) {
         Ok(f) => f,
         Err(e) => return usage_error(&e),
     };
-    let store = match open_store(&args.db) {
+    let store = match open_store(db) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -417,7 +350,8 @@ fn query(args: &FilterArgs, limit: usize, output: Output) -> ExitCode {
 }
 
 fn aggregate(
-    args: &FilterArgs,
+    db: &std::path::Path,
+    args: &FilterParams,
     group_by: &[String],
     window: Option<Duration>,
     metric: &str,
@@ -427,22 +361,15 @@ fn aggregate(
     if metric != "count" {
         return usage_error(&format!("unknown --metric `{metric}`: expected count"));
     }
-    let mut columns = Vec::new();
-    for name in group_by {
-        match kollate::store::GroupColumn::parse(name) {
-            Some(c) => columns.push(c),
-            None => {
-                return usage_error(&format!(
-                    "unknown --group-by field `{name}`: expected namespace, kind, name, node, reason, type, severity or category"
-                ));
-            }
-        }
-    }
-    let filter = match args.filter() {
+    let columns = match kollate::store::GroupColumn::parse_list(group_by) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&format!("--group-by: {e}")),
+    };
+    let filter = match args.filter(chrono::Utc::now()) {
         Ok(f) => f,
         Err(e) => return usage_error(&e),
     };
-    let store = match open_store(&args.db) {
+    let store = match open_store(db) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -573,19 +500,22 @@ fn run(path: &std::path::Path, no_progress: bool) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let started = Instant::now();
         let api_options = config.global.api.enabled.then(|| config.global.api.clone());
+        let store_path = config.store_path();
         let running = Running::start(config)?;
         let metrics = running.metrics.clone();
         let shutdown = running.shutdown_token();
         let api = match api_options {
-            Some(options) => match Api::start(&options, metrics.clone(), shutdown.clone()).await {
-                Ok(api) => Some(api),
-                Err(e) => {
-                    // Nothing has been read yet: stop the pipeline before it starts work.
-                    shutdown.cancel();
-                    let _ = running.wait().await;
-                    return Err(e.into());
+            Some(options) => {
+                match Api::start(&options, metrics.clone(), shutdown.clone(), store_path).await {
+                    Ok(api) => Some(api),
+                    Err(e) => {
+                        // Nothing has been read yet: stop the pipeline before it starts work.
+                        shutdown.cancel();
+                        let _ = running.wait().await;
+                        return Err(e.into());
+                    }
                 }
-            },
+            }
             None => None,
         };
         tokio::spawn(handle_signals(shutdown));

@@ -3,8 +3,87 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{Event, Incident, Timestamp};
-use crate::store::AggregateRow;
+use serde::Deserialize;
+
+use crate::event::{Event, Incident, Severity, Timestamp};
+use crate::store::{AggregateRow, Filter};
+
+/// Filters as given on the command line (`kollate query`, `kollate aggregate`) or as URL
+/// query parameters (`/api/v1/...`).
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterParams {
+    /// From (RFC 3339 or an age: 1h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (RFC 3339 or an age).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Namespace.
+    #[arg(long, short)]
+    pub namespace: Option<String>,
+    /// Involved object kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Involved object name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Reason.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Type (Normal, Warning).
+    #[arg(long = "type")]
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// At least this severity (info, warning, error, critical).
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Category.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Incident id.
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    /// Text the message contains.
+    #[arg(long)]
+    pub search: Option<String>,
+}
+
+impl FilterParams {
+    /// The store filter, times relative to `now`.
+    ///
+    /// # Errors
+    /// A time or severity that does not parse, saying what was expected.
+    pub fn filter(&self, now: Timestamp) -> Result<Filter, String> {
+        let time = |t: &Option<String>| t.as_deref().map(|t| parse_time_arg(t, now)).transpose();
+        let min_severity = match self.severity.as_deref() {
+            None => None,
+            Some(s) => Some(
+                serde_json::from_value::<Severity>(serde_json::Value::String(s.to_owned()))
+                    .map_err(|_| {
+                        format!("invalid severity `{s}`: expected info, warning, error or critical")
+                    })?,
+            ),
+        };
+        Ok(Filter {
+            since: time(&self.since)?,
+            until: time(&self.until)?,
+            namespace: self.namespace.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            node: self.node.clone(),
+            reason: self.reason.clone(),
+            event_type: self.event_type.clone(),
+            min_severity,
+            category: self.category.clone(),
+            correlation_id: self.correlation_id.clone(),
+            search: self.search.clone(),
+        })
+    }
+}
 
 /// A time argument: RFC 3339 (`2026-03-01T12:00:00Z`) or an age relative to `now`
 /// (`90m`, `1h`, `7d`).

@@ -217,6 +217,22 @@ impl GroupColumn {
         })
     }
 
+    /// Parses a list of column names.
+    ///
+    /// # Errors
+    /// An unknown name, saying which ones exist.
+    pub fn parse_list(names: &[String]) -> Result<Vec<GroupColumn>, String> {
+        names
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                GroupColumn::parse(n).ok_or_else(|| {
+                    format!("unknown field `{n}`: expected namespace, kind, name, node, reason, type, severity or category")
+                })
+            })
+            .collect()
+    }
+
     /// The SQL column.
     pub fn column(self) -> &'static str {
         match self {

@@ -326,3 +326,96 @@ fn a_file_that_is_not_a_database_is_a_clear_start_up_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --group-by field `colour`"));
 }
+
+mod support;
+
+#[test]
+fn the_http_api_answers_from_the_store_with_the_same_filters() {
+    use support::http_get;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[api]\nenabled = true\naddress = \"127.0.0.1:{port}\"\ntoken = \"s3cret\"\n\
+             [sources.in]\ntype = \"file\"\npaths = [{:?}]\nfollow = true\n\
+             [transforms.classify]\ntype = \"classify\"\ninputs = [\"in\"]\n\
+             [transforms.incidents]\ntype = \"correlate\"\ninputs = [\"classify\"]\n\
+             [sinks.store]\ntype = \"store\"\ninputs = [\"incidents\"]\n",
+            dir.path().join("data").display().to_string(),
+            example().display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = kollate()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let token = Some("s3cret");
+    let get = |path: &str| http_get(port, path, token);
+    let start = std::time::Instant::now();
+    let total = |body: &str| -> u64 {
+        serde_json::from_str::<Vec<Value>>(body)
+            .map(|rows| rows.iter().map(|r| r["events"].as_u64().unwrap()).sum())
+            .unwrap_or(0)
+    };
+    loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && total(&get("/api/v1/aggregate?group_by=type").1) >= 4_000;
+        if ready {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the store never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        http_get(port, "/api/v1/events", None).0,
+        401,
+        "the token is required"
+    );
+    let (status, body) = get("/api/v1/events?namespace=shop&severity=error&limit=5");
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e["namespace"] == "shop"));
+    let (status, body) = get("/api/v1/events?since=yesterday");
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid time `yesterday`"), "{body}");
+    assert_eq!(get("/api/v1/aggregate?group_by=colour").0, 400);
+    assert_eq!(get("/api/v1/events?colour=red").0, 400);
+    let (status, body) = get("/api/v1/incidents");
+    assert_eq!(status, 200);
+    let incidents: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(!incidents.is_empty());
+    let id = incidents[0]["id"].as_str().unwrap();
+    let (status, body) = get(&format!("/api/v1/incidents/{id}"));
+    assert_eq!(status, 200, "{body}");
+    let one: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["incident"]["id"], id);
+    assert!(
+        one["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["correlation_id"] == id)
+    );
+    assert_eq!(get("/api/v1/incidents/inc-nope").0, 404);
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    assert!(child.wait().unwrap().success());
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
