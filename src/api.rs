@@ -164,16 +164,25 @@ fn health(state: &ApiState, readiness: bool) -> Response {
 
 type Params = axum::extract::Query<std::collections::HashMap<String, String>>;
 
+/// A refusal: status and reason (a small error type; responses are built at the end).
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
 /// A 400 with the reason.
-fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+fn bad_request(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message)
 }
 
 /// Runs `work` on the store (authorised, on a blocking thread), answering JSON.
 async fn with_store<T: serde::Serialize + Send + 'static>(
     state: &ApiState,
     headers: &HeaderMap,
-    work: impl FnOnce(&crate::store::Store) -> Result<T, Response> + Send + 'static,
+    work: impl FnOnce(&crate::store::Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Response {
     if !authorised(state, headers) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
@@ -183,13 +192,13 @@ async fn with_store<T: serde::Serialize + Send + 'static>(
     };
     let answer = tokio::task::spawn_blocking(move || {
         let store = crate::store::Store::open_existing(&path)
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response())?;
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
         work(&store)
     })
     .await;
     match answer {
         Ok(Ok(value)) => axum::Json(value).into_response(),
-        Ok(Err(response)) => response,
+        Ok(Err(error)) => error.into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
@@ -199,7 +208,7 @@ fn split_params(
     mut params: std::collections::HashMap<String, String>,
     extra: &[&str],
     default_limit: usize,
-) -> Result<(crate::store::Filter, usize, Vec<Option<String>>), Response> {
+) -> Result<(crate::store::Filter, usize, Vec<Option<String>>), ApiError> {
     let limit = match params.remove("limit") {
         None => default_limit,
         Some(l) => l
@@ -214,14 +223,14 @@ fn split_params(
     Ok((filter, limit, extras))
 }
 
-fn store_failed(e: crate::store::StoreError) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+fn store_failed(e: crate::store::StoreError) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 async fn events(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
     let (filter, limit, _) = match split_params(params.0, &[], 100) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     with_store(&state, &headers, move |store| {
         store.query(&filter, limit).map_err(store_failed)
@@ -232,7 +241,7 @@ async fn events(State(state): State<ApiState>, headers: HeaderMap, params: Param
 async fn aggregate(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
     let (filter, limit, extras) = match split_params(params.0, &["group_by", "window"], 50) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let names: Vec<String> = extras[0]
         .as_deref()
@@ -242,12 +251,12 @@ async fn aggregate(State(state): State<ApiState>, headers: HeaderMap, params: Pa
         .collect();
     let columns = match crate::store::GroupColumn::parse_list(&names) {
         Ok(c) => c,
-        Err(e) => return bad_request(format!("group_by: {e}")),
+        Err(e) => return bad_request(format!("group_by: {e}")).into_response(),
     };
     let window = match extras[1].as_deref().map(humantime::parse_duration) {
         None => None,
         Some(Ok(w)) => Some(w),
-        Some(Err(e)) => return bad_request(format!("invalid window: {e}")),
+        Some(Err(e)) => return bad_request(format!("invalid window: {e}")).into_response(),
     };
     with_store(&state, &headers, move |store| {
         store
@@ -265,7 +274,7 @@ async fn incidents(State(state): State<ApiState>, headers: HeaderMap, params: Pa
     {
         None => None,
         Some(Ok(t)) => Some(t),
-        Some(Err(e)) => return bad_request(e),
+        Some(Err(e)) => return bad_request(e).into_response(),
     };
     with_store(&state, &headers, move |store| {
         store.incidents(since).map_err(store_failed)
@@ -281,7 +290,7 @@ async fn incident(
     with_store(&state, &headers, move |store| {
         let found = store.incident(&id).map_err(store_failed)?;
         let Some(incident) = found else {
-            return Err((StatusCode::NOT_FOUND, format!("no incident {id}\n")).into_response());
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id}")));
         };
         let filter = crate::store::Filter {
             correlation_id: Some(id),
