@@ -324,7 +324,7 @@ fn a_file_that_is_not_a_database_is_a_clear_start_up_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --group-by field `colour`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--group-by: unknown field `colour`"));
 }
 
 mod support;
