@@ -11,6 +11,7 @@
 //! - `GET /metrics`: per-component counters in the Prometheus text format, named by
 //!   Prometheus conventions after Vector's component metrics.
 //!
+//! - `GET /`: the HTML report ([`crate::report`]) over the last 24 hours (`?since=`);
 //! - `GET /api/v1/events`, `/api/v1/aggregate`, `/api/v1/incidents`,
 //!   `/api/v1/incidents/{id}`: the pipeline's event store (its first `store` sink), with the
 //!   filters of `kollate query` as query parameters (`since`, `until`, `namespace`, `kind`,
@@ -89,6 +90,7 @@ impl Api {
             .route("/healthz", get(live))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics_text))
+            .route("/", get(report))
             .route("/api/v1/events", get(events))
             .route("/api/v1/aggregate", get(aggregate))
             .route("/api/v1/incidents", get(incidents))
@@ -178,8 +180,8 @@ fn bad_request(message: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message)
 }
 
-/// Runs `work` on the store (authorised, on a blocking thread), answering JSON.
-async fn with_store<T: serde::Serialize + Send + 'static>(
+/// Runs `work` on the store (authorised, on a blocking thread).
+async fn with_store<T: IntoResponse + Send + 'static>(
     state: &ApiState,
     headers: &HeaderMap,
     work: impl FnOnce(&crate::store::Store) -> Result<T, ApiError> + Send + 'static,
@@ -197,7 +199,7 @@ async fn with_store<T: serde::Serialize + Send + 'static>(
     })
     .await;
     match answer {
-        Ok(Ok(value)) => axum::Json(value).into_response(),
+        Ok(Ok(value)) => value.into_response(),
         Ok(Err(error)) => error.into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
@@ -227,13 +229,34 @@ fn store_failed(e: crate::store::StoreError) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// The HTML report over the last 24 hours (or `?since=`).
+async fn report(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
+    let now = chrono::Utc::now();
+    let since = match crate::query::parse_time_arg(
+        params.0.get("since").map_or("24h", String::as_str),
+        now,
+    ) {
+        Ok(t) => t,
+        Err(e) => return bad_request(e).into_response(),
+    };
+    with_store(&state, &headers, move |store| {
+        crate::report::render(store, since, now)
+            .map(axum::response::Html)
+            .map_err(store_failed)
+    })
+    .await
+}
+
 async fn events(State(state): State<ApiState>, headers: HeaderMap, params: Params) -> Response {
     let (filter, limit, _) = match split_params(params.0, &[], 100) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
     with_store(&state, &headers, move |store| {
-        store.query(&filter, limit).map_err(store_failed)
+        store
+            .query(&filter, limit)
+            .map(axum::Json)
+            .map_err(store_failed)
     })
     .await
 }
@@ -261,6 +284,7 @@ async fn aggregate(State(state): State<ApiState>, headers: HeaderMap, params: Pa
     with_store(&state, &headers, move |store| {
         store
             .aggregate(&filter, &columns, window, limit)
+            .map(axum::Json)
             .map_err(store_failed)
     })
     .await
@@ -277,7 +301,7 @@ async fn incidents(State(state): State<ApiState>, headers: HeaderMap, params: Pa
         Some(Err(e)) => return bad_request(e).into_response(),
     };
     with_store(&state, &headers, move |store| {
-        store.incidents(since).map_err(store_failed)
+        store.incidents(since).map(axum::Json).map_err(store_failed)
     })
     .await
 }
@@ -297,7 +321,9 @@ async fn incident(
             ..Default::default()
         };
         let members = store.query(&filter, 10_000).map_err(store_failed)?;
-        Ok(serde_json::json!({ "incident": incident, "members": members }))
+        Ok(axum::Json(
+            serde_json::json!({ "incident": incident, "members": members }),
+        ))
     })
     .await
 }

@@ -16,7 +16,8 @@
 //! - [`generate`]: a deterministic generator of realistic event streams (examples, benchmarks).
 //! - [`metrics`]: per-component counters and the run summary.
 //! - [`incidents`]: correlation over recorded dumps (`kollate incidents`).
-//! - [`store`]: the embedded event store (SQLite) and its queries; [`query`]: their output.
+//! - [`store`]: the embedded event store (SQLite) and its queries; [`query`]: their output;
+//!   [`report`]: the self-contained HTML report.
 //! - [`sources`], [`transforms`], [`sinks`]: one component per file, the TOML `type` is the
 //!   module name.
 
@@ -30,6 +31,7 @@ pub mod generate;
 pub mod incidents;
 pub mod metrics;
 pub mod query;
+pub mod report;
 pub mod sinks;
 pub mod sources;
 pub mod store;

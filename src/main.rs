@@ -150,6 +150,22 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Write a self-contained HTML report: incident timeline, events per category over
+    /// time, top recurring patterns, noisiest objects.
+    Report {
+        /// The event store.
+        #[arg(long, default_value = DEFAULT_DB, env = "KOLLATE_DB")]
+        db: PathBuf,
+        /// From (RFC 3339 or an age: 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Until (RFC 3339 or an age; default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// The HTML file to write.
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+    },
     /// Check a pipeline file and report every problem in it.
     Validate {
         /// The pipeline file.
@@ -181,6 +197,12 @@ fn main() -> ExitCode {
             ..
         } => incidents(&inputs, *window, json),
         Command::Incident { id, db } => stored_incident(&db, &id),
+        Command::Report {
+            db,
+            since,
+            until,
+            output,
+        } => report(&db, &since, until.as_deref(), &output),
         Command::Query {
             db,
             filter,
@@ -405,6 +427,45 @@ fn stored_incidents(db: &std::path::Path, since: Option<&str>, json: bool) -> Ex
         ),
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(
+    db: &std::path::Path,
+    since: &str,
+    until: Option<&str>,
+    output: &std::path::Path,
+) -> ExitCode {
+    let now = chrono::Utc::now();
+    let since = match kollate::query::parse_time_arg(since, now) {
+        Ok(t) => t,
+        Err(e) => return usage_error(&e),
+    };
+    let until = match until.map(|u| kollate::query::parse_time_arg(u, now)) {
+        Some(Err(e)) => return usage_error(&e),
+        Some(Ok(t)) => t,
+        None => now,
+    };
+    let store = match open_store(db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let html = match kollate::report::render(&store, since, until) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match std::fs::write(output, html) {
+        Ok(()) => {
+            eprintln!("wrote {}", output.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", output.display());
             ExitCode::FAILURE
         }
     }

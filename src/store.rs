@@ -363,7 +363,21 @@ impl Store {
                         path: self.path.clone(),
                         source: e,
                     })?;
-                if let Some(i) = &e.incident {
+                if let Some(i) = e
+                    .incident
+                    .as_ref()
+                    .filter(|i| i.summary.starts_with("merged into "))
+                {
+                    // Folded into another incident: it no longer stands on its own.
+                    tx.execute(
+                        "DELETE FROM incidents WHERE id = ?1",
+                        params![i.id.as_str()],
+                    )
+                    .map_err(|e| StoreError {
+                        path: self.path.clone(),
+                        source: e,
+                    })?;
+                } else if let Some(i) = &e.incident {
                     let status = serde_json::to_value(i.status)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))

@@ -419,3 +419,120 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+/// Chromium for the report test: `$KOLLATE_CHROMIUM`, else the Debian package's.
+fn chromium() -> PathBuf {
+    std::env::var_os("KOLLATE_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin/chromium")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("Chromium is not installed: `apt-get install chromium` (.ci/run does it)")
+        })
+}
+
+#[test]
+fn the_html_report_renders_in_a_real_browser_with_the_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let config = dir.path().join("incidents.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[sources.in]\ntype = \"file\"\npaths = [{:?}]\n\
+             [transforms.classify]\ntype = \"classify\"\ninputs = [\"in\"]\n\
+             [transforms.incidents]\ntype = \"correlate\"\ninputs = [\"classify\"]\n\
+             [sinks.store]\ntype = \"store\"\ninputs = [\"incidents\"]\npath = {:?}\n",
+            dir.path().join("data").display().to_string(),
+            example().display().to_string(),
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = kollate()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = dir.path().join("report.html");
+    let out = kollate()
+        .args([
+            "report",
+            "--since",
+            "2026-03-01T00:00:00Z",
+            "--until",
+            "2026-03-03T00:00:00Z",
+            "--db",
+        ])
+        .arg(&db)
+        .arg("-o")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    for reference in ["src=", "href=", "url(", "@import", "<link", "<script"] {
+        assert!(
+            !html.contains(reference),
+            "self-contained: no `{reference}` in the page"
+        );
+    }
+    let stored = Store::open(&db).unwrap().incidents(None).unwrap();
+    assert!(stored.len() >= 10);
+
+    let browser = |args: &[&str]| {
+        Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("chromium").display()
+            ))
+            .args(args)
+            .arg(format!("file://{}", report.display()))
+            .output()
+            .unwrap()
+    };
+    let dom = browser(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for incident in &stored {
+        assert!(
+            dom.contains(&format!("data-incident=\"{}\"", incident.id)),
+            "{} is on the page",
+            incident.id
+        );
+    }
+    assert!(dom.contains("id=\"timeline\"") && dom.contains("id=\"categories\""));
+    let shot = dir.path().join("report.png");
+    let out = browser(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,1800",
+    ]);
+    assert!(shot.is_file(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        png.len() > 30_000,
+        "a page with content, not a blank one: {} bytes",
+        png.len()
+    );
+    if let Some(keep) = std::env::var_os("KOLLATE_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
