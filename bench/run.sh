@@ -8,7 +8,8 @@
 # file -> classify -> aggregate -> file with a 24h window, so that the generated stream's
 # hundreds of thousands of distinct keys keep the default max_groups (100,000) groups open;
 # file -> classify -> correlate -> patterns -> file. Memory must not grow with input size:
-# the 100k-event run is shown next to the 1M one. BENCH_PIPELINES="correlate" runs a subset.
+# the 100k-event run is shown next to the 1M one; file -> classify -> store (SQLite).
+# BENCH_PIPELINES="correlate store" runs a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-1000000}
@@ -23,7 +24,7 @@ gen() { # events file
 gen "$EVENTS" "$OUT/events-$EVENTS.jsonl"
 gen 100000 "$OUT/events-100000.jsonl"
 
-pipeline() { # name input plain|aggregate|correlate
+pipeline() { # name input plain|aggregate|correlate|store
   local cfg="$OUT/$1.toml"
   {
     echo "data_dir = \"$OUT/data\""
@@ -41,7 +42,12 @@ pipeline() { # name input plain|aggregate|correlate
       echo "[transforms.aggregate]"; echo 'type = "aggregate"'; echo 'inputs = ["classify"]'; echo 'window = "24h"'
       last=aggregate
     fi
-    echo "[sinks.out]"; echo 'type = "file"'; echo "inputs = [\"$last\"]"; echo "path = \"$OUT/$1.out.jsonl\""
+    if [ "$3" = store ]; then
+      rm -f "$OUT/$1.db" "$OUT/$1.db-wal" "$OUT/$1.db-shm"
+      echo "[sinks.out]"; echo 'type = "store"'; echo "inputs = [\"$last\"]"; echo "path = \"$OUT/$1.db\""
+    else
+      echo "[sinks.out]"; echo 'type = "file"'; echo "inputs = [\"$last\"]"; echo "path = \"$OUT/$1.out.jsonl\""
+    fi
   } > "$cfg"
   echo "$cfg"
 }
@@ -49,7 +55,7 @@ pipeline() { # name input plain|aggregate|correlate
 measure() { # label config
   local best_rate=0 best_rss=0
   for _ in 1 2 3; do
-    rm -f "$OUT"/*.out.jsonl
+    rm -f "$OUT"/*.out.jsonl "$OUT"/*.db "$OUT"/*.db-wal "$OUT"/*.db-shm
     local log
     log=$(taskset -c 0 /usr/bin/time -v "$BIN" --log-level warn run --no-progress --config "$2" 2>&1)
     local rate rss
@@ -68,6 +74,7 @@ for n in 100000 "$EVENTS"; do
       plain) label="file -> classify -> file ($n)" ;;
       aggregate) label="file -> classify -> aggregate -> file ($n)" ;;
       correlate) label="file -> classify -> correlate -> patterns -> file ($n)" ;;
+      store) label="file -> classify -> store ($n)" ;;
     esac
     measure "$label" "$(pipeline "$mode-$n" "$OUT/events-$n.jsonl" "$mode")"
   done
