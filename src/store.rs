@@ -318,11 +318,14 @@ impl Store {
         }
     }
 
-    /// Writes a batch in one transaction; returns how many events were new.
+    /// Writes events in one transaction; returns how many were new.
     ///
     /// # Errors
     /// SQLite errors (disk full, corruption).
-    pub fn insert(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+    pub fn insert<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError {
             path: self.path.clone(),
             source: e,
