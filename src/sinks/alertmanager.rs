@@ -7,20 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::DurationValue;
 use crate::event::Alert;
 use crate::topology::{BuildError, SinkContext, Task};
-
-fn default_timeout() -> DurationValue {
-    DurationValue(Duration::from_secs(10))
-}
-fn default_max_backoff() -> DurationValue {
-    DurationValue(Duration::from_secs(30))
-}
 
 /// `type = "alertmanager"`.
 #[derive(Debug, Deserialize)]
@@ -32,10 +24,10 @@ pub struct AlertmanagerSinkConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Per-request timeout (default 10s).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "super::http::default_timeout")]
     pub timeout: DurationValue,
     /// Longest wait between retries (default 30s).
-    #[serde(default = "default_max_backoff")]
+    #[serde(default = "super::http::default_max_backoff")]
     pub max_backoff: DurationValue,
     /// Link sent as each alert's `generatorURL`.
     #[serde(default)]
@@ -52,17 +44,13 @@ impl AlertmanagerSinkConfig {
     /// An endpoint or header that cannot work.
     pub fn build(&self, ctx: SinkContext) -> Result<Task, BuildError> {
         let url = format!("{}/api/v2/alerts", self.endpoint.trim_end_matches('/'));
-        let poster = super::http::Poster::new(
+        let poster = super::http::Poster::for_sink(
+            &ctx.id,
             &url,
-            self.headers.clone(),
-            self.timeout.0,
-            self.max_backoff.0,
-        )
-        .map_err(|message| BuildError {
-            kind: "sink",
-            component: ctx.id.clone(),
-            message,
-        })?;
+            &self.headers,
+            self.timeout,
+            self.max_backoff,
+        )?;
         let generator = self.generator_url.clone().unwrap_or_default();
         Ok(Box::pin(super::http::run_alert_sink(
             ctx,

@@ -17,9 +17,20 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::config::DurationValue;
 use crate::event::Alert;
 use crate::metrics::ComponentMetrics;
-use crate::topology::SinkContext;
+use crate::topology::{BuildError, SinkContext};
+
+/// Default per-request timeout of the HTTP sinks.
+pub fn default_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(10))
+}
+
+/// Default longest wait between retries of the HTTP sinks.
+pub fn default_max_backoff() -> DurationValue {
+    DurationValue(Duration::from_secs(30))
+}
 
 /// Where and how to post.
 pub struct Poster {
@@ -69,6 +80,24 @@ impl Poster {
             headers,
             timeout,
             max_backoff,
+        })
+    }
+
+    /// A poster for sink `component`, its problems as a build error.
+    ///
+    /// # Errors
+    /// As [`Poster::new`].
+    pub fn for_sink(
+        component: &str,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        timeout: DurationValue,
+        max_backoff: DurationValue,
+    ) -> Result<Poster, BuildError> {
+        Poster::new(url, headers.clone(), timeout.0, max_backoff.0).map_err(|message| BuildError {
+            kind: "sink",
+            component: component.to_owned(),
+            message,
         })
     }
 

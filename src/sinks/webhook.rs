@@ -7,20 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::DurationValue;
 use crate::event::{Alert, AlertStatus};
 use crate::topology::{BuildError, SinkContext, Task};
-
-fn default_timeout() -> DurationValue {
-    DurationValue(Duration::from_secs(10))
-}
-fn default_max_backoff() -> DurationValue {
-    DurationValue(Duration::from_secs(30))
-}
 
 /// The body's shape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -46,10 +38,10 @@ pub struct WebhookSinkConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Per-request timeout (default 10s).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "super::http::default_timeout")]
     pub timeout: DurationValue,
     /// Longest wait between retries (default 30s).
-    #[serde(default = "default_max_backoff")]
+    #[serde(default = "super::http::default_max_backoff")]
     pub max_backoff: DurationValue,
     /// Rejected payloads are appended here (JSON Lines) with the reason.
     #[serde(default)]
@@ -62,17 +54,13 @@ impl WebhookSinkConfig {
     /// # Errors
     /// A URL or header that cannot work.
     pub fn build(&self, ctx: SinkContext) -> Result<Task, BuildError> {
-        let poster = super::http::Poster::new(
+        let poster = super::http::Poster::for_sink(
+            &ctx.id,
             &self.url,
-            self.headers.clone(),
-            self.timeout.0,
-            self.max_backoff.0,
-        )
-        .map_err(|message| BuildError {
-            kind: "sink",
-            component: ctx.id.clone(),
-            message,
-        })?;
+            &self.headers,
+            self.timeout,
+            self.max_backoff,
+        )?;
         let format = self.format;
         Ok(Box::pin(super::http::run_alert_sink(
             ctx,

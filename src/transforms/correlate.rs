@@ -551,10 +551,9 @@ impl Engine {
         id
     }
 
-    /// Learns ownership and placement from what the event says.
-    fn learn(&mut self, e: &Event) {
+    /// Learns ownership and placement from what the event (about object `this`) says.
+    fn learn(&mut self, e: &Event, this: u64) {
         let ns = namespace(e);
-        let this = object_id(e);
         let m = e.message.as_str();
         match (e.reason.as_str(), e.object.kind.as_str()) {
             ("SuccessfulCreate", "StatefulSet") => {
@@ -698,12 +697,12 @@ impl Engine {
 
     /// Handles one event; incident records go to `records`.
     fn process(&mut self, e: &mut Event, records: &mut Vec<Event>) {
-        self.learn(e);
+        let this = object_id(e);
+        self.learn(e, this);
         let (start, end) = span(e);
         if let Some(end) = end {
             self.watermark = Some(self.watermark.map_or(end, |w| w.max(end)));
         }
-        let this = object_id(e);
         if !is_trouble(e) {
             // Joins an open incident its object is in, without keeping it open.
             let joined = self.objects.get(&this).and_then(|o| o.incident);
@@ -1329,7 +1328,7 @@ impl CorrelateTransform {
 
     /// Emits an `updated` record for every reported incident that grew since its last one
     /// (the end of a replay: its final state).
-    pub fn final_updates(&mut self, records: &mut Vec<Event>) {
+    fn final_updates(&mut self, records: &mut Vec<Event>) {
         let ids: Vec<u64> = self.engine.incidents.keys().copied().collect();
         for id in ids {
             let mut incident = self.engine.incidents.remove(&id).expect("listed");
