@@ -574,7 +574,22 @@ fn check_graph(
         }
         for input in inputs {
             let key = format!("{section}.{name}.inputs");
-            if sinks.contains(input.get_ref().as_str()) {
+            // `route.dead_letter` names the dead-letter output of transform `route`.
+            let target = input.get_ref().as_str();
+            let dead_letter_of = target
+                .strip_suffix(crate::topology::DEAD_LETTER_OUTPUT)
+                .filter(|t| wired.iter().any(|w| w.0 == *t && w.1 == "transforms"));
+            if let Some(from) = dead_letter_of {
+                if from == name {
+                    c.at(
+                        Some(input.span()),
+                        key,
+                        "a component cannot read its own output",
+                    );
+                } else {
+                    edges.entry(from).or_default().push(name.as_str());
+                }
+            } else if sinks.contains(input.get_ref().as_str()) {
                 c.at(
                     Some(input.span()),
                     key,

@@ -5,7 +5,8 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Counters of one component.
 #[derive(Debug, Default)]
@@ -35,6 +36,89 @@ pub struct ComponentMetrics {
     /// For components that talk to a server: since when it has not answered (Unix ms);
     /// 0 while it answers.
     pub unreachable_since_ms: AtomicU64,
+    /// For `wasm` transforms: the plugin's own counters.
+    pub plugin: OnceLock<PluginMetrics>,
+}
+
+/// Upper bounds (seconds) of the plugin call latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
+
+/// Most plugin-defined counters and gauges one plugin may create (more are ignored).
+pub const MAX_PLUGIN_SERIES: usize = 200;
+
+/// What a WebAssembly plugin did: calls, failures, latency, memory, and its own counters.
+#[derive(Debug, Default)]
+pub struct PluginMetrics {
+    /// Calls into the plugin (`process` and `tick`).
+    pub calls: AtomicU64,
+    /// Events handed to the plugin.
+    pub events: AtomicU64,
+    /// Calls that trapped (panics, out-of-bounds access, memory limit).
+    pub traps: AtomicU64,
+    /// Calls stopped by the deadline.
+    pub timeouts: AtomicU64,
+    /// Calls the plugin answered with an error or a wrong number of dispositions.
+    pub errors: AtomicU64,
+    /// Events the `on_error` policy handled after the plugin failed on them.
+    pub failed_events: AtomicU64,
+    /// Instances created (initial ones and re-instantiations after a failure).
+    pub instantiations: AtomicU64,
+    /// Times the circuit breaker opened.
+    pub circuit_opened: AtomicU64,
+    /// 1 while the circuit breaker is open.
+    pub circuit_open: AtomicU64,
+    /// Largest linear memory of any instance (bytes).
+    pub memory_bytes: AtomicU64,
+    /// Call latency histogram: counts per [`LATENCY_BUCKETS`] bound (not cumulative) plus
+    /// the overflow bucket.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of call latencies (microseconds).
+    pub latency_sum_us: AtomicU64,
+    /// Counters the plugin keeps through the `counter-add` import.
+    pub counters: Mutex<BTreeMap<String, u64>>,
+    /// Gauges the plugin sets through the `gauge-set` import.
+    pub gauges: Mutex<BTreeMap<String, f64>>,
+}
+
+impl PluginMetrics {
+    /// Records one call's latency.
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Adds to a plugin-defined counter; false when the plugin has too many already.
+    pub fn counter_add(&self, name: &str, value: u64) -> bool {
+        let mut counters = self.counters.lock().expect("plugin counters lock");
+        if let Some(c) = counters.get_mut(name) {
+            *c = c.saturating_add(value);
+            true
+        } else if counters.len() < MAX_PLUGIN_SERIES {
+            counters.insert(name.to_owned(), value);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sets a plugin-defined gauge; false when the plugin has too many already.
+    pub fn gauge_set(&self, name: &str, value: f64) -> bool {
+        let mut gauges = self.gauges.lock().expect("plugin gauges lock");
+        if gauges.len() < MAX_PLUGIN_SERIES || gauges.contains_key(name) {
+            gauges.insert(name.to_owned(), value);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

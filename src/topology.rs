@@ -151,13 +151,27 @@ pub trait Transform: Send + 'static {
     fn flush(&mut self, _out: &mut Vec<Batch>) -> bool {
         false
     }
+
+    /// Events refused since the last call, for the `NAME.dead_letter` output.
+    fn take_dead_letters(&mut self) -> Option<Batch> {
+        None
+    }
+
+    /// A failure that must stop the pipeline (a plugin with `on_error = "fail"`).
+    fn take_fatal(&mut self) -> Option<String> {
+        None
+    }
 }
+
+/// The suffix naming a transform's dead-letter output in `inputs` (`route.dead_letter`).
+pub const DEAD_LETTER_OUTPUT: &str = ".dead_letter";
 
 /// Drives a [`Transform`] until its inputs close, then flushes it.
 async fn run_transform(
     mut transform: Box<dyn Transform>,
     mut input: mpsc::Receiver<Batch>,
     mut out: Fanout,
+    mut dead_letter: Fanout,
     metrics: Arc<ComponentMetrics>,
 ) -> Result<(), BoxError> {
     let mut ticker = transform.tick_interval().map(|period| {
@@ -180,13 +194,35 @@ async fn run_transform(
             }
         }
         send_all(&mut pending, &mut out, &metrics).await?;
+        side_outputs(transform.as_mut(), &mut dead_letter, &metrics).await?;
     }
     loop {
         let more = transform.flush(&mut pending);
         send_all(&mut pending, &mut out, &metrics).await?;
+        side_outputs(transform.as_mut(), &mut dead_letter, &metrics).await?;
         if !more {
             return Ok(());
         }
+    }
+}
+
+/// Sends what a transform dead-lettered, and stops on a fatal failure it reported.
+/// Dead letters nobody reads are counted as discarded (and so acknowledged).
+async fn side_outputs(
+    transform: &mut dyn Transform,
+    dead_letter: &mut Fanout,
+    metrics: &ComponentMetrics,
+) -> Result<(), BoxError> {
+    if let Some(batch) = transform.take_dead_letters() {
+        if dead_letter.senders.is_empty() {
+            ComponentMetrics::add(&metrics.discarded, batch.len() as u64);
+        } else {
+            dead_letter.send(batch).await?;
+        }
+    }
+    match transform.take_fatal() {
+        Some(message) => Err(message.into()),
+        None => Ok(()),
     }
 }
 
@@ -273,9 +309,10 @@ impl Running {
             let metrics = registry.register(id, "transform", transform.inner.type_name());
             let built = transform.inner.build(id, &metrics, &data_dir)?;
             let input = receivers.remove(id).expect("channel per transform");
+            let dead_letter = fanout(&format!("{id}{DEAD_LETTER_OUTPUT}"));
             tasks.push((
                 id.clone(),
-                Box::pin(run_transform(built, input, fanout(id), metrics)),
+                Box::pin(run_transform(built, input, fanout(id), dead_letter, metrics)),
             ));
         }
         for (id, sink) in &config.sinks {

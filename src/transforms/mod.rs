@@ -8,6 +8,7 @@
 //! | `correlate` | [`correlate`] | related trouble into incidents with a probable root cause |
 //! | `patterns` | [`patterns`] | recurring patterns and rate anomalies per similarity key |
 //! | `alert` | [`alert`] | alert rules on events, incidents and patterns, for alert sinks |
+//! | `wasm` | [`wasm`] | a user plugin: a WebAssembly component implementing `wit/transform.wit` |
 
 pub mod aggregate;
 pub mod alert;
@@ -15,6 +16,7 @@ pub mod classify;
 pub mod correlate;
 pub mod filter;
 pub mod patterns;
+pub mod wasm;
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub enum TransformConfig {
     Patterns(Box<patterns::PatternsTransformConfig>),
     /// `type = "alert"`.
     Alert(Box<alert::AlertTransformConfig>),
+    /// `type = "wasm"`.
+    Wasm(Box<wasm::WasmTransformConfig>),
 }
 
 impl TransformConfig {
@@ -50,6 +54,7 @@ impl TransformConfig {
         "correlate",
         "patterns",
         "alert",
+        "wasm",
     ];
 
     /// Deserialises the options of a transform of type `ty`; `None` for an unknown type.
@@ -76,6 +81,9 @@ impl TransformConfig {
             "alert" => {
                 TransformConfig::Alert(Box::new(alert::AlertTransformConfig::deserialize(de)?))
             }
+            "wasm" => {
+                TransformConfig::Wasm(Box::new(wasm::WasmTransformConfig::deserialize(de)?))
+            }
             _ => return Ok(None),
         }))
     }
@@ -89,6 +97,7 @@ impl TransformConfig {
             TransformConfig::Correlate(_) => "correlate",
             TransformConfig::Patterns(_) => "patterns",
             TransformConfig::Alert(_) => "alert",
+            TransformConfig::Wasm(_) => "wasm",
         }
     }
 
@@ -112,6 +121,7 @@ impl TransformConfig {
             TransformConfig::Alert(c) => Box::new(c.build()),
             TransformConfig::Aggregate(c) => Box::new(c.build(metrics.clone())),
             TransformConfig::Filter(c) => Box::new(c.build(metrics.clone())),
+            TransformConfig::Wasm(c) => Box::new(c.build(id, metrics.clone(), data_dir)?),
         })
     }
 }
