@@ -3,9 +3,9 @@
 //! Counters are plain atomics, updated once per batch (not per event) on the hot path.
 //! The run summary reads them at exit; the HTTP API exposes them as Prometheus metrics.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Counters of one component.

@@ -312,7 +312,13 @@ impl Running {
             let dead_letter = fanout(&format!("{id}{DEAD_LETTER_OUTPUT}"));
             tasks.push((
                 id.clone(),
-                Box::pin(run_transform(built, input, fanout(id), dead_letter, metrics)),
+                Box::pin(run_transform(
+                    built,
+                    input,
+                    fanout(id),
+                    dead_letter,
+                    metrics,
+                )),
             ));
         }
         for (id, sink) in &config.sinks {

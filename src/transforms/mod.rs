@@ -81,9 +81,7 @@ impl TransformConfig {
             "alert" => {
                 TransformConfig::Alert(Box::new(alert::AlertTransformConfig::deserialize(de)?))
             }
-            "wasm" => {
-                TransformConfig::Wasm(Box::new(wasm::WasmTransformConfig::deserialize(de)?))
-            }
+            "wasm" => TransformConfig::Wasm(Box::new(wasm::WasmTransformConfig::deserialize(de)?)),
             _ => return Ok(None),
         }))
     }

@@ -216,7 +216,7 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read plugin `{shown}`: {e}"))?;
     match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', _, _, 0x0d | 0x0a, 0]) => {}
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
             return Err(format!(
                 "`{shown}` is a core WebAssembly module, not a component: build it for \
@@ -271,7 +271,9 @@ fn compile_cached(
             // loaded.
             match unsafe { wasmtime::component::Component::deserialize(engine, payload) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "Ignoring a plugin cache entry that does not load; recompiling."),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "Ignoring a plugin cache entry that does not load; recompiling.")
+                }
             }
         } else {
             tracing::warn!(file = %file.display(), "Ignoring a corrupted plugin cache entry; recompiling.");
@@ -308,7 +310,10 @@ fn write_cache(dir: &Path, file: &Path, serialized: &[u8]) -> std::io::Result<()
 }
 
 /// Checks that the component exports this version of the contract.
-fn check_contract(engine: &Engine, component: &wasmtime::component::Component) -> Result<(), String> {
+fn check_contract(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Result<(), String> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
     if exports.contains(&CONTRACT) {
@@ -448,7 +453,9 @@ struct Shared {
 impl Shared {
     fn wasi(&self) -> Result<WasiCtx, String> {
         let mut b = WasiCtxBuilder::new();
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         if !self.allow.clock {
             b.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
         }
@@ -459,7 +466,7 @@ impl Shared {
         }
         for (guest, host) in &self.allow.dirs {
             b.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)
-            .map_err(|e| format!("cannot grant directory `{}`: {e}", host.display()))?;
+                .map_err(|e| format!("cannot grant directory `{}`: {e}", host.display()))?;
         }
         if self.allow.stderr {
             b.inherit_stderr();
@@ -546,11 +553,21 @@ struct Slot {
 
 impl Slot {
     /// Calls `process` on `events`; `Ok` holds exactly one disposition per event.
-    fn call(&mut self, shared: &Shared, events: &[wit::Event]) -> Result<Vec<Disposition>, Failure> {
-        let pm = shared.metrics.plugin.get().expect("plugin metrics set at build");
+    fn call(
+        &mut self,
+        shared: &Shared,
+        events: &[wit::Event],
+    ) -> Result<Vec<Disposition>, Failure> {
+        let pm = shared
+            .metrics
+            .plugin
+            .get()
+            .expect("plugin metrics set at build");
         let inst = match self.instance.as_mut() {
             Some(i) => i,
-            None => self.instance.insert(shared.instantiate().map_err(Failure::Broken)?),
+            None => self
+                .instance
+                .insert(shared.instantiate().map_err(Failure::Broken)?),
         };
         inst.store.set_epoch_deadline(shared.deadline_ticks);
         inst.store.data_mut().memory_refused = false;
@@ -601,7 +618,11 @@ impl Slot {
         results: &mut Vec<Result<Disposition, String>>,
     ) {
         if *budget == 0 {
-            results.extend(events.iter().map(|_| Err("plugin keeps failing; skipped".to_owned())));
+            results.extend(
+                events
+                    .iter()
+                    .map(|_| Err("plugin keeps failing; skipped".to_owned())),
+            );
             return;
         }
         match self.call(shared, events) {
@@ -619,17 +640,23 @@ impl Slot {
         }
     }
 
-    fn tick(&mut self, shared: &Shared, now: wit::Datetime, last: bool) -> Result<Vec<wit::Event>, String> {
+    fn tick(
+        &mut self,
+        shared: &Shared,
+        now: wit::Datetime,
+        last: bool,
+    ) -> Result<Vec<wit::Event>, String> {
         let inst = match self.instance.as_mut() {
             Some(i) => i,
             None => self.instance.insert(shared.instantiate()?),
         };
         inst.store.set_epoch_deadline(shared.deadline_ticks);
-        let result = inst
-            .bindings
-            .kollate_plugin_transform()
-            .plugin()
-            .call_tick(&mut inst.store, inst.resource, now, last);
+        let result = inst.bindings.kollate_plugin_transform().plugin().call_tick(
+            &mut inst.store,
+            inst.resource,
+            now,
+            last,
+        );
         match result {
             Ok(r) => r,
             Err(e) => {
@@ -658,7 +685,9 @@ impl WasmTransformConfig {
             message,
         };
         if self.batch_size == 0 || self.instances == 0 {
-            return Err(error("`batch_size` and `instances` must be at least 1".into()));
+            return Err(error(
+                "`batch_size` and `instances` must be at least 1".into(),
+            ));
         }
         let loaded = load(&self.path, Some(&data_dir.join("plugin-cache"))).map_err(error)?;
         let config_json = serde_json::to_string(&self.config).map_err(|e| error(e.to_string()))?;
@@ -669,15 +698,15 @@ impl WasmTransformConfig {
             allow: self.allow.clone(),
             component: id.into(),
             max_memory: usize::try_from(self.max_memory.0).unwrap_or(usize::MAX),
-            deadline_ticks: (self.timeout.0.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
-                + 1,
+            deadline_ticks: (self.timeout.0.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1,
             metrics: metrics.clone(),
         };
         let slots = (0..self.instances)
             .map(|_| {
-                shared.instantiate().map(|i| Slot { instance: Some(i) }).map_err(|e| {
-                    error(format!("plugin `{}`: {e}", self.path.display()))
-                })
+                shared
+                    .instantiate()
+                    .map(|i| Slot { instance: Some(i) })
+                    .map_err(|e| error(format!("plugin `{}`: {e}", self.path.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WasmTransform {
@@ -740,7 +769,11 @@ pub struct WasmTransform {
 
 impl WasmTransform {
     fn plugin_metrics(&self) -> &PluginMetrics {
-        self.shared.metrics.plugin.get().expect("plugin metrics set at build")
+        self.shared
+            .metrics
+            .plugin
+            .get()
+            .expect("plugin metrics set at build")
     }
 
     /// Runs the plugin over `events` (split into calls of `batch_size`, spread over the
@@ -798,9 +831,7 @@ impl WasmTransform {
                 if self.fatal.is_none() {
                     self.fatal = Some(format!(
                         "plugin `{}` failed on event {} ({}): {reason}",
-                        self.shared.component,
-                        event.uid,
-                        event.reason
+                        self.shared.component, event.uid, event.reason
                     ));
                 }
             }
@@ -808,10 +839,13 @@ impl WasmTransform {
     }
 
     fn dead_letter(&mut self, mut event: Event, reason: &str, batch: &Batch) {
-        event.labels.insert(DEAD_LETTER_REASON.into(), reason.into());
         event
             .labels
-            .insert(DEAD_LETTER_COMPONENT.into(), (*self.shared.component).into());
+            .insert(DEAD_LETTER_REASON.into(), reason.into());
+        event.labels.insert(
+            DEAD_LETTER_COMPONENT.into(),
+            (*self.shared.component).into(),
+        );
         self.dead_letters.events.push(event);
         for n in &batch.notifiers {
             push_notifier(&mut self.dead_letters.notifiers, n);
@@ -832,13 +866,20 @@ impl Transform for WasmTransform {
         };
         if self.breaker.is_open(now) {
             for event in batch.events {
-                self.failed(event, "plugin circuit-broken after repeated failures", &skeleton, &mut events);
+                self.failed(
+                    event,
+                    "plugin circuit-broken after repeated failures",
+                    &skeleton,
+                    &mut events,
+                );
             }
             skeleton.events = events;
             out.push(skeleton);
             return;
         }
-        self.plugin_metrics().circuit_open.store(0, Ordering::Relaxed);
+        self.plugin_metrics()
+            .circuit_open
+            .store(0, Ordering::Relaxed);
         let inputs: Vec<wit::Event> = batch.events.iter().map(to_wit).collect();
         let results = self.run(&inputs);
         drop(inputs);
@@ -857,7 +898,11 @@ impl Transform for WasmTransform {
                     }
                 },
                 Ok(Disposition::FanOut(list)) => {
-                    match list.into_iter().map(from_wit).collect::<Result<Vec<_>, _>>() {
+                    match list
+                        .into_iter()
+                        .map(from_wit)
+                        .collect::<Result<Vec<_>, _>>()
+                    {
                         Ok(list) => events.extend(list),
                         Err(reason) => {
                             any_failed = true;
@@ -987,7 +1032,10 @@ fn to_labels(labels: &BTreeMap<Str, Str>) -> Vec<(String, String)> {
 }
 
 fn from_labels(labels: Vec<(String, String)>) -> BTreeMap<Str, Str> {
-    labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+    labels
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 macro_rules! map_enum {
@@ -1001,13 +1049,22 @@ macro_rules! map_enum {
     };
 }
 
-map_enum!(to_severity, from_severity, Severity, wit::Severity, [Info, Warning, Error, Critical]);
+map_enum!(
+    to_severity,
+    from_severity,
+    Severity,
+    wit::Severity,
+    [Info, Warning, Error, Critical]
+);
 map_enum!(
     to_category,
     from_category,
     Category,
     wit::Category,
-    [Scheduling, Image, Storage, Network, Node, Probe, Lifecycle, Scaling, Resources, Config, Security, Other]
+    [
+        Scheduling, Image, Storage, Network, Node, Probe, Lifecycle, Scaling, Resources, Config,
+        Security, Other
+    ]
 );
 
 /// The schema fields without a typed WIT form, carried as JSON in `extra`.
@@ -1090,8 +1147,9 @@ fn to_wit(e: &Event) -> wit::Event {
 fn from_wit(e: wit::Event) -> Result<Event, String> {
     let extra: Extra = match e.extra.as_deref() {
         None | Some("") => Extra::default(),
-        Some(json) => serde_json::from_str(json)
-            .map_err(|err| format!("the plugin returned an event whose `extra` is invalid: {err}"))?,
+        Some(json) => serde_json::from_str(json).map_err(|err| {
+            format!("the plugin returned an event whose `extra` is invalid: {err}")
+        })?,
     };
     Ok(Event {
         uid: e.uid.into(),
@@ -1190,12 +1248,18 @@ mod tests {
         let path = dir.path().join("not-a-plugin.wasm");
         std::fs::write(&path, b"hello").unwrap();
         let err = load(&path, None).unwrap_err();
-        assert!(err.contains("not-a-plugin.wasm") && err.contains("not a WebAssembly component"), "{err}");
+        assert!(
+            err.contains("not-a-plugin.wasm") && err.contains("not a WebAssembly component"),
+            "{err}"
+        );
         std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
         let err = load(&path, None).unwrap_err();
         assert!(err.contains("core WebAssembly module"), "{err}");
         let err = load(&dir.path().join("missing.wasm"), None).unwrap_err();
-        assert!(err.contains("cannot read plugin") && err.contains("missing.wasm"), "{err}");
+        assert!(
+            err.contains("cannot read plugin") && err.contains("missing.wasm"),
+            "{err}"
+        );
     }
 
     #[test]
