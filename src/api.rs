@@ -23,6 +23,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
@@ -33,7 +34,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiOptions;
-use crate::metrics::{ComponentMetrics, Registry};
+use crate::metrics::{ComponentMetrics, LATENCY_BUCKETS, PluginMetrics, Registry};
 
 /// The API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -430,7 +431,154 @@ pub fn render(metrics: &Registry, uptime_seconds: f64) -> String {
             );
         }
     }
+    render_plugins(&mut out, &components);
     out
+}
+
+/// Plugin metrics: (name, type, help, value) per `wasm` transform.
+type PluginValue = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PluginMetrics) -> &std::sync::atomic::AtomicU64,
+);
+
+const PLUGIN_VALUES: &[PluginValue] = &[
+    (
+        "kollate_plugin_calls_total",
+        "counter",
+        "Calls into a WebAssembly plugin.",
+        |p| &p.calls,
+    ),
+    (
+        "kollate_plugin_events_total",
+        "counter",
+        "Events handed to a plugin.",
+        |p| &p.events,
+    ),
+    (
+        "kollate_plugin_traps_total",
+        "counter",
+        "Plugin calls that trapped (panic, memory limit).",
+        |p| &p.traps,
+    ),
+    (
+        "kollate_plugin_timeouts_total",
+        "counter",
+        "Plugin calls stopped by the deadline.",
+        |p| &p.timeouts,
+    ),
+    (
+        "kollate_plugin_errors_total",
+        "counter",
+        "Plugin calls answered with an error or a wrong number of dispositions.",
+        |p| &p.errors,
+    ),
+    (
+        "kollate_plugin_failed_events_total",
+        "counter",
+        "Events on_error handled after the plugin failed on them.",
+        |p| &p.failed_events,
+    ),
+    (
+        "kollate_plugin_instantiations_total",
+        "counter",
+        "Plugin instances created (including after failures).",
+        |p| &p.instantiations,
+    ),
+    (
+        "kollate_plugin_circuit_opened_total",
+        "counter",
+        "Times the plugin's circuit breaker opened.",
+        |p| &p.circuit_opened,
+    ),
+    (
+        "kollate_plugin_circuit_open",
+        "gauge",
+        "1 while the plugin's circuit breaker is open.",
+        |p| &p.circuit_open,
+    ),
+    (
+        "kollate_plugin_memory_bytes",
+        "gauge",
+        "Largest linear memory of any instance of the plugin.",
+        |p| &p.memory_bytes,
+    ),
+];
+
+fn render_plugins(out: &mut String, components: &[Arc<ComponentMetrics>]) {
+    let plugins: Vec<(&str, &PluginMetrics)> = components
+        .iter()
+        .filter_map(|c| c.plugin.get().map(|p| (c.id.as_str(), p)))
+        .collect();
+    if plugins.is_empty() {
+        return;
+    }
+    for (name, ty, help, value) in PLUGIN_VALUES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+        for (id, p) in &plugins {
+            let _ = writeln!(
+                out,
+                "{name}{{component_id=\"{}\"}} {}",
+                escape_label(id),
+                value(p).load(Ordering::Relaxed)
+            );
+        }
+    }
+    let name = "kollate_plugin_call_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency of plugin calls.\n# TYPE {name} histogram"
+    );
+    for (id, p) in &plugins {
+        let id = escape_label(id);
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += p.latency_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{component_id=\"{id}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += p.latency_buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{component_id=\"{id}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = p.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{component_id=\"{id}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{component_id=\"{id}\"}} {cumulative}");
+    }
+    let name = "kollate_plugin_counter_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Counters a plugin keeps (counter-add).\n# TYPE {name} counter"
+    );
+    for (id, p) in &plugins {
+        for (key, v) in p.counters.lock().expect("plugin counters lock").iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{component_id=\"{}\",name=\"{}\"}} {v}",
+                escape_label(id),
+                escape_label(key)
+            );
+        }
+    }
+    let name = "kollate_plugin_gauge";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Gauges a plugin sets (gauge-set).\n# TYPE {name} gauge"
+    );
+    for (id, p) in &plugins {
+        for (key, v) in p.gauges.lock().expect("plugin gauges lock").iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{component_id=\"{}\",name=\"{}\"}} {v}",
+                escape_label(id),
+                escape_label(key)
+            );
+        }
+    }
 }
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -460,5 +608,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("kollate_uptime_seconds 1.500"));
+        assert!(
+            !text.contains("kollate_plugin_"),
+            "no plugins, no plugin metrics"
+        );
+    }
+
+    #[test]
+    fn plugin_metrics_render_with_a_cumulative_histogram() {
+        let registry = Registry::default();
+        let t = registry.register("route", "transform", "wasm");
+        let p = PluginMetrics::default();
+        p.calls.store(3, Ordering::Relaxed);
+        p.observe(std::time::Duration::from_micros(50));
+        p.observe(std::time::Duration::from_millis(3));
+        p.observe(std::time::Duration::from_secs(2));
+        p.counter_add("dropped.Pulled", 7);
+        t.plugin.set(p).unwrap();
+        let text = render(&registry, 1.0);
+        for line in [
+            r#"kollate_plugin_calls_total{component_id="route"} 3"#,
+            r#"kollate_plugin_call_duration_seconds_bucket{component_id="route",le="0.0001"} 1"#,
+            r#"kollate_plugin_call_duration_seconds_bucket{component_id="route",le="0.005"} 2"#,
+            r#"kollate_plugin_call_duration_seconds_bucket{component_id="route",le="1"} 2"#,
+            r#"kollate_plugin_call_duration_seconds_bucket{component_id="route",le="+Inf"} 3"#,
+            r#"kollate_plugin_call_duration_seconds_count{component_id="route"} 3"#,
+            r#"kollate_plugin_counter_total{component_id="route",name="dropped.Pulled"} 7"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -86,6 +86,9 @@ pub struct GlobalOptions {
     /// The HTTP API (health checks, metrics, queries).
     #[serde(default)]
     pub api: ApiOptions,
+    /// Unit tests for `kollate test` (`[[tests]]`).
+    #[serde(default)]
+    pub tests: Vec<crate::unit_test::UnitTest>,
 }
 
 impl Default for GlobalOptions {
@@ -94,6 +97,7 @@ impl Default for GlobalOptions {
             data_dir: default_data_dir(),
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             api: ApiOptions::default(),
+            tests: Vec::new(),
         }
     }
 }

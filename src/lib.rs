@@ -37,3 +37,4 @@ pub mod sources;
 pub mod store;
 pub mod topology;
 pub mod transforms;
+pub mod unit_test;

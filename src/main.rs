@@ -172,6 +172,13 @@ enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG_PATH, env = "KOLLATE_CONFIG")]
         config: PathBuf,
     },
+    /// Run the unit tests declared in the pipeline file (`[[tests]]`): feed events into
+    /// named transforms (built-in or WASM) and check what comes out.
+    Test {
+        /// The pipeline file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG_PATH, env = "KOLLATE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -183,6 +190,7 @@ fn main() -> ExitCode {
     });
     match command {
         Command::Validate { config } => validate(&config),
+        Command::Test { config } => unit_tests(&config),
         Command::Incidents {
             inputs,
             db,
@@ -536,6 +544,41 @@ fn validate(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn unit_tests(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let outcomes = match kollate::unit_test::run_all(&config) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let failed = outcomes.iter().filter(|o| !o.failures.is_empty()).count();
+    for o in &outcomes {
+        if o.failures.is_empty() {
+            println!("test {} ... ok", o.name);
+        } else {
+            println!("test {} ... FAILED", o.name);
+            for f in &o.failures {
+                println!("    {f}");
+            }
+        }
+    }
+    println!(
+        "\n{}: {} passed, {failed} failed",
+        path.display(),
+        outcomes.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

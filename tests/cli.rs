@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::http_get;
+use support::{http_get, plugins};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -720,5 +720,131 @@ fn an_api_address_in_use_is_a_clear_start_up_error() {
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{stderr}"
+    );
+}
+
+#[test]
+fn kollate_test_runs_the_unit_tests_declared_in_the_config() {
+    plugins();
+    let ok = kollate()
+        .args(["test", "--config", "examples/plugins/kollate.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        text(&ok.stdout),
+        text(&ok.stderr)
+    );
+    assert!(
+        text(&ok.stdout).contains("3 passed, 0 failed"),
+        "{}",
+        text(&ok.stdout)
+    );
+
+    // The same file with a wrong expectation fails, naming the check.
+    let dir = Dir::new();
+    let example = std::fs::read_to_string("examples/plugins/kollate.toml").unwrap();
+    let broken = example.replace(
+        "\"labels.team\" = \"checkout\"",
+        "\"labels.team\" = \"nobody\"",
+    );
+    assert_ne!(broken, example);
+    let config = dir.write("kollate.toml", broken);
+    let failed = kollate()
+        .args(["test", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = text(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{out}");
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
+    assert!(
+        out.contains(r#"events[0].labels.team: expected "nobody", got "checkout""#),
+        "{out}"
+    );
+}
+
+#[test]
+fn rejected_events_reach_the_dead_letter_output() {
+    let dir = Dir::new();
+    let t = "2024-05-01T10:00:00Z";
+    dir.write(
+        "in.jsonl",
+        format!(
+            "{}\n{}\n{}\n",
+            event_line("1", "BackOff", "m", t),
+            event_line("2", "Reject", "m", t),
+            event_line("3", "Poison", "m", t)
+        ),
+    );
+    let config = dir.write(
+        "kollate.toml",
+        format!(
+            "data_dir = {data:?}\n[sources.in]\ntype = \"file\"\npaths = [{input:?}]\n\
+             [transforms.plugin]\ntype = \"wasm\"\ninputs = [\"in\"]\npath = {wasm:?}\n\
+             on_error = \"dead_letter\"\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"plugin\"]\npath = {out:?}\n\
+             [sinks.dead]\ntype = \"file\"\ninputs = [\"plugin.dead_letter\"]\npath = {dead:?}\n",
+            data = dir.path("data").display().to_string(),
+            input = dir.path("in.jsonl").display().to_string(),
+            wasm = plugins().join("hostile.wasm").display().to_string(),
+            out = dir.path("out.jsonl").display().to_string(),
+            dead = dir.path("dead.jsonl").display().to_string(),
+        ),
+    );
+    let output = run(&config);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let out = lines(&dir.path("out.jsonl"));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0]["uid"], "1");
+    // What the plugin's final tick emitted at shutdown reaches the sink too.
+    assert_eq!(out[1]["reason"], "Seen");
+    let dead = lines(&dir.path("dead.jsonl"));
+    let reasons: Vec<_> = dead
+        .iter()
+        .map(|e| {
+            (
+                e["uid"].as_str().unwrap().to_owned(),
+                e["labels"]["kollate.dead_letter.reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(
+        reasons[0],
+        ("2".into(), "rejected by the test plugin".into())
+    );
+    assert!(
+        reasons[1].0 == "3" && reasons[1].1.starts_with("trapped"),
+        "{reasons:?}"
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        summary_row(&stderr, "plugin").3,
+        1,
+        "the trap is counted as an error"
+    );
+
+    // A dead-letter input naming no transform is a config error with its place.
+    let bad = dir.write(
+        "bad.toml",
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("plugin.dead_letter", "nothing.dead_letter"),
+    );
+    let v = kollate()
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+    assert!(
+        text(&v.stderr).contains("sinks.dead.inputs: unknown input `nothing.dead_letter`"),
+        "{}",
+        text(&v.stderr)
     );
 }

@@ -1,29 +1,19 @@
 //! The `wasm` transform with real plugins, built from source by `plugins/build.sh` (Rust
 //! through the SDK, and Python through componentize-py), run through the real host.
 
+mod support;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+
+use support::plugins;
 
 use kollate::batch::Batch;
 use kollate::event::{Event, ObjectRef, Severity};
 use kollate::metrics::{ComponentMetrics, PluginMetrics};
 use kollate::topology::Transform;
 use kollate::transforms::wasm::{self, DEAD_LETTER_REASON, WasmTransform, WasmTransformConfig};
-
-/// Builds the plugins once per test binary; returns the folder holding the `.wasm` files.
-fn plugins() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let status = std::process::Command::new(root.join("plugins/build.sh"))
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run plugins/build.sh");
-        assert!(status.success(), "plugins/build.sh failed");
-        root.join("plugins/target/wasm")
-    })
-}
 
 fn plugin(name: &str) -> PathBuf {
     plugins().join(format!("{name}.wasm"))

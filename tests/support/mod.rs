@@ -5,6 +5,23 @@
 pub mod fake_apiserver;
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Builds the plugins under `plugins/` once per test binary (`plugins/build.sh`: Rust
+/// through the SDK, Python through componentize-py); the folder holding the `.wasm` files.
+pub fn plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = std::process::Command::new(root.join("plugins/build.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run plugins/build.sh");
+        assert!(status.success(), "plugins/build.sh failed");
+        root.join("plugins/target/wasm")
+    })
+}
 
 /// A plain HTTP/1.1 GET over TCP: (status, body).
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
