@@ -7,6 +7,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
+COPY wit wit
 RUN cargo build --release --locked --bin kollate
 
 FROM debian:bookworm-slim

@@ -9,6 +9,8 @@
 # hundreds of thousands of distinct keys keep the default max_groups (100,000) groups open;
 # file -> classify -> correlate -> patterns -> file. Memory must not grow with input size:
 # the 100k-event run is shown next to the 1M one; file -> classify -> store (SQLite).
+# file -> classify -> wasm team-router plugin -> file next to the same routing done by a
+# built-in transform (classify rules adding the labels): BENCH_PIPELINES="router plugin".
 # BENCH_PIPELINES="correlate store" runs a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +44,26 @@ pipeline() { # name input plain|aggregate|correlate|store
       echo "[transforms.aggregate]"; echo 'type = "aggregate"'; echo 'inputs = ["classify"]'; echo 'window = "24h"'
       last=aggregate
     fi
+    if [ "$3" = plugin ]; then
+      # The team-router plugin (plugins/build.sh) with a namespace -> team map.
+      echo "[transforms.route]"; echo 'type = "wasm"'; echo 'inputs = ["classify"]'
+      echo 'path = "plugins/target/wasm/team_router.wasm"'
+      echo "instances = ${PLUGIN_INSTANCES:-1}"
+      echo "config = { teams = { $TEAMS }, oncall = { $ONCALL }, default_team = \"platform\" }"
+      last=route
+    fi
+    if [ "$3" = router ]; then
+      # The same labels from built-in classify rules (first match wins), builtin table off.
+      echo "[transforms.route]"; echo 'type = "classify"'; echo 'inputs = ["classify"]'; echo 'builtin = false'
+      for pair in $ROUTES; do
+        local ns=${pair%%=*} team=${pair#*=}
+        echo "[[transforms.route.rules]]"
+        echo "when = { namespace = \"$ns\" }"
+        echo "labels = { team = \"$team\", oncall = \"@$team-oncall\" }"
+      done
+      echo "[[transforms.route.rules]]"; echo 'labels = { team = "platform" }'
+      last=route
+    fi
     if [ "$3" = store ]; then
       rm -f "$OUT/$1.db" "$OUT/$1.db-wal" "$OUT/$1.db-shm"
       echo "[sinks.out]"; echo 'type = "store"'; echo "inputs = [\"$last\"]"; echo "path = \"$OUT/$1.db\""
@@ -66,6 +88,12 @@ measure() { # label config
   printf '| %-44s | %10s | %8s MB |\n' "$1" "$best_rate" "$((best_rss / 1024))"
 }
 
+# Namespace -> team map for the router pipelines (the generator's namespaces).
+ROUTES="shop=checkout payments=payments search=discovery auth=identity media=content"
+TEAMS=$(for p in $ROUTES; do printf '%s = "%s", ' "${p%%=*}" "${p#*=}"; done | sed 's/, $//')
+ONCALL=$(for p in $ROUTES; do printf '%s = "@%s-oncall", ' "${p#*=}" "${p#*=}"; done | sed 's/, $//')
+case " ${BENCH_PIPELINES:-} " in *" plugin "*) plugins/build.sh --rust-only >/dev/null ;; esac
+
 echo "| pipeline (one core, taskset -c 0) | events/s | peak RSS |"
 echo "|---|---:|---:|"
 for n in 100000 "$EVENTS"; do
@@ -75,6 +103,8 @@ for n in 100000 "$EVENTS"; do
       aggregate) label="file -> classify -> aggregate -> file ($n)" ;;
       correlate) label="file -> classify -> correlate -> patterns -> file ($n)" ;;
       store) label="file -> classify -> store ($n)" ;;
+      plugin) label="file -> classify -> wasm team-router -> file ($n)" ;;
+      router) label="file -> classify -> built-in router -> file ($n)" ;;
     esac
     measure "$label" "$(pipeline "$mode-$n" "$OUT/events-$n.jsonl" "$mode")"
   done
