@@ -26,7 +26,8 @@ fn plugin(name: &str) -> PathBuf {
         .status()
         .expect("run plugins/build.sh");
     assert!(status.success(), "plugins/build.sh failed");
-    root.join("plugins/target/wasm").join(format!("{name}.wasm"))
+    root.join("plugins/target/wasm")
+        .join(format!("{name}.wasm"))
 }
 
 /// 256 realistic, classified events.
@@ -53,7 +54,10 @@ fn events() -> Vec<Event> {
 }
 
 fn transform(name: &str, options: &str, data_dir: &Path) -> Box<dyn Transform> {
-    let text = format!("path = {:?}\nbatch_size = {BATCH}\n{options}", plugin(name).display().to_string());
+    let text = format!(
+        "path = {:?}\nbatch_size = {BATCH}\n{options}",
+        plugin(name).display().to_string()
+    );
     let config: WasmTransformConfig = toml::from_str(&text).expect("config");
     Box::new(
         config

@@ -34,7 +34,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiOptions;
-use crate::metrics::{ComponentMetrics, LATENCY_BUCKETS, PluginMetrics, Registry};
+use crate::metrics::{ComponentMetrics, PluginMetrics, Registry};
 
 /// The API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -431,8 +431,74 @@ pub fn render(metrics: &Registry, uptime_seconds: f64) -> String {
             );
         }
     }
+    render_buffers_and_latency(&mut out, &components);
     render_plugins(&mut out, &components);
     out
+}
+
+/// Channel occupancy and batch latency of transforms and sinks; watch lag of Kubernetes
+/// sources.
+fn render_buffers_and_latency(out: &mut String, components: &[Arc<ComponentMetrics>]) {
+    let labels = |c: &ComponentMetrics| {
+        format!(
+            "component_id=\"{}\",component_kind=\"{}\",component_type=\"{}\"",
+            escape_label(&c.id),
+            c.kind,
+            c.component_type
+        )
+    };
+    let buffered: Vec<_> = components
+        .iter()
+        .filter_map(|c| c.buffer.get().map(|w| (c, w)))
+        .collect();
+    for (name, help, capacity) in [
+        (
+            "kollate_component_buffer_batches",
+            "Batches waiting in the channel in front of a component.",
+            false,
+        ),
+        (
+            "kollate_component_buffer_max_batches",
+            "Capacity of the channel in front of a component (channel_capacity).",
+            true,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (c, weak) in &buffered {
+            // A channel whose senders are all gone is drained or closed: nothing waits.
+            let value = weak.upgrade().map_or(0, |tx| {
+                if capacity {
+                    tx.max_capacity()
+                } else {
+                    tx.max_capacity() - tx.capacity()
+                }
+            });
+            let _ = writeln!(out, "{name}{{{}}} {value}", labels(c));
+        }
+    }
+    let name = "kollate_component_batch_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time per batch: transforms processing it, sinks until it is durably written.\n# TYPE {name} histogram"
+    );
+    for c in components.iter().filter(|c| c.kind != "source") {
+        c.batch_latency.render(out, name, &labels(c));
+    }
+    let watchers: Vec<_> = components
+        .iter()
+        .filter(|c| c.component_type == "kubernetes_events")
+        .collect();
+    if !watchers.is_empty() {
+        let name = "kollate_source_lag_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Age of the newest event a source sent, when it sent it (watch lag).\n# TYPE {name} gauge"
+        );
+        for c in watchers {
+            let lag = c.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+            let _ = writeln!(out, "{name}{{{}}} {lag}", labels(c));
+        }
+    }
 }
 
 /// Plugin metrics: (name, type, help, value) per `wasm` transform.
@@ -531,23 +597,8 @@ fn render_plugins(out: &mut String, components: &[Arc<ComponentMetrics>]) {
         "# HELP {name} Latency of plugin calls.\n# TYPE {name} histogram"
     );
     for (id, p) in &plugins {
-        let id = escape_label(id);
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += p.latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{component_id=\"{id}\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += p.latency_buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{component_id=\"{id}\",le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = p.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{component_id=\"{id}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{component_id=\"{id}\"}} {cumulative}");
+        p.latency
+            .render(out, name, &format!("component_id=\"{}\"", escape_label(id)));
     }
     let name = "kollate_plugin_counter_total";
     let _ = writeln!(
@@ -615,14 +666,42 @@ mod tests {
     }
 
     #[test]
+    fn buffers_batch_latency_and_watch_lag_render() {
+        let registry = Registry::default();
+        let sink = registry.register("out", "sink", "file");
+        let (tx, _rx) = tokio::sync::mpsc::channel(4);
+        sink.buffer.set(tx.downgrade()).unwrap();
+        tx.try_send(crate::batch::Batch::default()).unwrap();
+        tx.try_send(crate::batch::Batch::default()).unwrap();
+        sink.batch_latency
+            .observe(std::time::Duration::from_millis(2));
+        let watch = registry.register("cluster", "source", "kubernetes_events");
+        watch.lag_ms.store(1500, Ordering::Relaxed);
+        let text = render(&registry, 1.0);
+        let labels = r#"component_id="out",component_kind="sink",component_type="file""#;
+        for line in [
+            format!("kollate_component_buffer_batches{{{labels}}} 2"),
+            format!("kollate_component_buffer_max_batches{{{labels}}} 4"),
+            format!(r#"kollate_component_batch_duration_seconds_bucket{{{labels},le="0.0025"}} 1"#),
+            format!("kollate_component_batch_duration_seconds_count{{{labels}}} 1"),
+            r#"kollate_source_lag_seconds{component_id="cluster",component_kind="source",component_type="kubernetes_events"} 1.5"#.to_owned(),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        drop(tx);
+        let text = render(&registry, 1.0);
+        assert!(text.contains(&format!("kollate_component_buffer_batches{{{labels}}} 0")));
+    }
+
+    #[test]
     fn plugin_metrics_render_with_a_cumulative_histogram() {
         let registry = Registry::default();
         let t = registry.register("route", "transform", "wasm");
         let p = PluginMetrics::default();
         p.calls.store(3, Ordering::Relaxed);
-        p.observe(std::time::Duration::from_micros(50));
-        p.observe(std::time::Duration::from_millis(3));
-        p.observe(std::time::Duration::from_secs(2));
+        p.latency.observe(std::time::Duration::from_micros(50));
+        p.latency.observe(std::time::Duration::from_millis(3));
+        p.latency.observe(std::time::Duration::from_secs(2));
         p.counter_add("dropped.Pulled", 7);
         t.plugin.set(p).unwrap();
         let text = render(&registry, 1.0);

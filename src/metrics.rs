@@ -38,6 +38,14 @@ pub struct ComponentMetrics {
     pub unreachable_since_ms: AtomicU64,
     /// For `wasm` transforms: the plugin's own counters.
     pub plugin: OnceLock<PluginMetrics>,
+    /// Time per batch: for transforms, processing it; for sinks, from receiving it until
+    /// it is durably written (the sink latency).
+    pub batch_latency: Histogram,
+    /// For the `kubernetes_events` source: how old the newest event it sent was when it sent
+    /// it (watch lag, ms).
+    pub lag_ms: AtomicU64,
+    /// For transforms and sinks: the channel in front of them (batches waiting).
+    pub buffer: OnceLock<tokio::sync::mpsc::WeakSender<crate::batch::Batch>>,
 }
 
 /// Upper bounds (seconds) of the plugin call latency histogram buckets.
@@ -47,6 +55,49 @@ pub const LATENCY_BUCKETS: [f64; 10] = [
 
 /// Most plugin-defined counters and gauges one plugin may create (more are ignored).
 pub const MAX_PLUGIN_SERIES: usize = 200;
+
+/// A latency histogram over [`LATENCY_BUCKETS`], updated lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Counts per bound (not cumulative), plus the overflow bucket.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the observations (microseconds).
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the Prometheus text lines (`_bucket`, `_sum`, `_count`) of metric `name` with
+    /// the label set `labels` (`key="value",...`).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
 
 /// What a WebAssembly plugin did: calls, failures, latency, memory, and its own counters.
 #[derive(Debug, Default)]
@@ -71,11 +122,8 @@ pub struct PluginMetrics {
     pub circuit_open: AtomicU64,
     /// Largest linear memory of any instance (bytes).
     pub memory_bytes: AtomicU64,
-    /// Call latency histogram: counts per [`LATENCY_BUCKETS`] bound (not cumulative) plus
-    /// the overflow bucket.
-    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    /// Sum of call latencies (microseconds).
-    pub latency_sum_us: AtomicU64,
+    /// Call latency.
+    pub latency: Histogram,
     /// Counters the plugin keeps through the `counter-add` import.
     pub counters: Mutex<BTreeMap<String, u64>>,
     /// Gauges the plugin sets through the `gauge-set` import.
@@ -83,18 +131,6 @@ pub struct PluginMetrics {
 }
 
 impl PluginMetrics {
-    /// Records one call's latency.
-    pub fn observe(&self, elapsed: std::time::Duration) {
-        let secs = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
     /// Adds to a plugin-defined counter; false when the plugin has too many already.
     pub fn counter_add(&self, name: &str, value: u64) -> bool {
         let mut counters = self.counters.lock().expect("plugin counters lock");

@@ -185,7 +185,9 @@ async fn run_transform(
             batch = input.recv() => match batch {
                 Some(batch) => {
                     ComponentMetrics::add(&metrics.events_in, batch.len() as u64);
+                    let started = std::time::Instant::now();
                     transform.process(batch, &mut pending);
+                    metrics.batch_latency.observe(started.elapsed());
                 }
                 None => break,
             },
@@ -268,8 +270,10 @@ impl Running {
         // One channel in front of every transform and sink.
         let mut senders: BTreeMap<String, mpsc::Sender<Batch>> = BTreeMap::new();
         let mut receivers: BTreeMap<String, mpsc::Receiver<Batch>> = BTreeMap::new();
+        let mut weak = BTreeMap::new();
         for id in config.transforms.keys().chain(config.sinks.keys()) {
             let (tx, rx) = mpsc::channel(capacity);
+            weak.insert(id.clone(), tx.downgrade());
             senders.insert(id.clone(), tx);
             receivers.insert(id.clone(), rx);
         }
@@ -307,6 +311,7 @@ impl Running {
         }
         for (id, transform) in &config.transforms {
             let metrics = registry.register(id, "transform", transform.inner.type_name());
+            let _ = metrics.buffer.set(weak[id].clone());
             let built = transform.inner.build(id, &metrics, &data_dir)?;
             let input = receivers.remove(id).expect("channel per transform");
             let dead_letter = fanout(&format!("{id}{DEAD_LETTER_OUTPUT}"));
@@ -322,10 +327,12 @@ impl Running {
             ));
         }
         for (id, sink) in &config.sinks {
+            let metrics = registry.register(id, "sink", sink.inner.type_name());
+            let _ = metrics.buffer.set(weak[id].clone());
             let ctx = SinkContext {
                 id: id.clone(),
                 input: receivers.remove(id).expect("channel per sink"),
-                metrics: registry.register(id, "sink", sink.inner.type_name()),
+                metrics,
                 data_dir: data_dir.clone(),
             };
             tasks.push((id.clone(), sink.inner.build(ctx)?));

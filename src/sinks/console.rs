@@ -98,6 +98,7 @@ fn run(
     let mut buf = Vec::with_capacity(64 << 10);
     let mut closed = false;
     while let Some(batch) = ctx.input.blocking_recv() {
+        let started = std::time::Instant::now();
         let n = batch.len() as u64;
         ComponentMetrics::add(&ctx.metrics.events_in, n);
         if closed {
@@ -114,7 +115,10 @@ fn run(
             Target::Stderr => std::io::stderr().lock().write_all(&buf),
         };
         match written {
-            Ok(()) => ComponentMetrics::add(&ctx.metrics.events_out, n),
+            Ok(()) => {
+                ComponentMetrics::add(&ctx.metrics.events_out, n);
+                ctx.metrics.batch_latency.observe(started.elapsed());
+            }
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 tracing::info!(component = %ctx.id, "Console reader went away; discarding further output.");
                 ComponentMetrics::add(&ctx.metrics.discarded, n);

@@ -302,6 +302,7 @@ impl FileSink {
         let mut single = Vec::with_capacity(1 << 20);
         let mut path_buf = String::new();
         while let Some(batch) = ctx.input.blocking_recv() {
+            let started = std::time::Instant::now();
             let n = batch.len() as u64;
             ComponentMetrics::add(&ctx.metrics.events_in, n);
             let mut skipped = 0;
@@ -346,6 +347,7 @@ impl FileSink {
             }
             ComponentMetrics::add(&ctx.metrics.discarded, skipped);
             ComponentMetrics::add(&ctx.metrics.events_out, n - skipped);
+            ctx.metrics.batch_latency.observe(started.elapsed());
             // Dropping the batch acknowledges it: the events are written (and synced per policy).
         }
         for (path, out) in self.open.drain() {

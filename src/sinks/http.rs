@@ -174,6 +174,7 @@ pub async fn run_alert_sink(
     dead_letter: Option<std::path::PathBuf>,
 ) -> Result<(), crate::topology::BoxError> {
     while let Some(batch) = ctx.input.recv().await {
+        let started = std::time::Instant::now();
         ComponentMetrics::add(&ctx.metrics.events_in, batch.len() as u64);
         let alerts: Vec<&Alert> = batch
             .events
@@ -188,6 +189,7 @@ pub async fn run_alert_sink(
         let body = Bytes::from(encode(&alerts));
         match poster.deliver(&ctx.id, body.clone(), &ctx.metrics).await {
             Outcome::Accepted => {
+                ctx.metrics.batch_latency.observe(started.elapsed());
                 ComponentMetrics::add(&ctx.metrics.events_out, alerts.len() as u64);
                 ComponentMetrics::add(&ctx.metrics.bytes, body.len() as u64);
             }

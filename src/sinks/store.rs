@@ -84,6 +84,7 @@ fn run(
     let mut store = Store::open(&path)?;
     let mut last_retention = Instant::now() - RETENTION_EVERY;
     while let Some(first) = ctx.input.blocking_recv() {
+        let started = Instant::now();
         let mut batches = vec![first];
         let mut n = batches[0].len();
         while n < MAX_TRANSACTION {
@@ -99,6 +100,7 @@ fn run(
         ComponentMetrics::add(&ctx.metrics.events_in, n);
         match store.insert(batches.iter().flat_map(|b| b.events.iter())) {
             Ok(added) => {
+                ctx.metrics.batch_latency.observe(started.elapsed());
                 ComponentMetrics::add(&ctx.metrics.events_out, added as u64);
                 ComponentMetrics::add(&ctx.metrics.discarded, n - added as u64);
             }

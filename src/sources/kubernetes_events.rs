@@ -955,6 +955,12 @@ impl ScopeWatcher {
             let n = events.len() as u64;
             let position = std::mem::take(&mut outbox.position);
             let notifier = outbox.notifier(position);
+            if let Some(newest) = events.iter().filter_map(|e| e.timestamp).max() {
+                let lag = (chrono::Utc::now() - newest).num_milliseconds().max(0);
+                self.metrics
+                    .lag_ms
+                    .store(lag as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             self.out
                 .send(Batch {
                     events,

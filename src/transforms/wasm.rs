@@ -579,7 +579,7 @@ impl Slot {
             .kollate_plugin_transform()
             .plugin()
             .call_process(&mut inst.store, inst.resource, events);
-        pm.observe(started.elapsed());
+        pm.latency.observe(started.elapsed());
         match result {
             Ok(Ok(d)) if d.len() == events.len() => Ok(d),
             Ok(Ok(d)) => {
