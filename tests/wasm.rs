@@ -298,16 +298,34 @@ fn wrong_disposition_counts_are_failures_and_the_breaker_opens() {
 #[test]
 fn rejects_go_to_the_dead_letter_output_and_fan_out_multiplies() {
     let (mut t, _) = must_build("hostile", "");
+    // A full event: every field must survive the trip into the plugin (as a view) and
+    // back (as the copies the SDK makes).
+    let twice: Event = serde_json::from_value(serde_json::json!({
+        "uid": "uid-2", "name": "n", "namespace": "shop", "resource_version": "7",
+        "api_version": "v1", "type": "Warning", "reason": "Twice", "message": "Back-off ünïcode",
+        "combined": true, "action": "Pulling",
+        "object": {"kind": "Pod", "namespace": "shop", "name": "cart-1", "uid": "p1", "field_path": "spec.containers{cart}"},
+        "related": {"kind": "Node", "name": "n-7"}, "host": "n-7", "reporting_controller": "kubelet",
+        "count": 12, "first_timestamp": "2026-03-02T08:00:02Z", "event_time": "2026-03-02T08:00:02.123456Z",
+        "series": {"count": 3, "last_observed": "2026-03-02T08:05:32Z"}, "timestamp": "2026-03-02T08:05:32Z",
+        "severity": "error", "category": "lifecycle", "correlation_id": "inc-1",
+        "labels": {"a": "1", "team": "x"},
+        "enrichment": {"owners": [{"kind": "ReplicaSet", "name": "cart-7d"}, {"kind": "Deployment", "name": "cart"}], "node": "n-7", "labels": {"app": "cart"}},
+        "aggregation": {"key": "k", "count": 2, "events": 1, "samples": ["m"]}
+    }))
+    .unwrap();
     let (out, dead) = run(
         &mut t,
         vec![
             event(1, "shop", "Reject", "m"),
-            event(2, "shop", "Twice", "m"),
+            twice.clone(),
             event(3, "shop", "BackOff", "m"),
         ],
     );
     let uids: Vec<_> = out.iter().map(|e| e.uid.as_str()).collect();
     assert_eq!(uids, ["uid-2", "uid-2", "uid-3"]);
+    assert_eq!(out[0], twice);
+    assert_eq!(out[1], twice);
     assert_eq!(dead.len(), 1);
     assert_eq!(
         label(&dead[0], DEAD_LETTER_REASON),

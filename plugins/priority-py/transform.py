@@ -43,19 +43,25 @@ class Plugin(transform.Plugin):
         return namespace in self.exact or any(namespace.startswith(p) for p in self.prefixes)
 
     def process(self, batch):
+        # Strings arrive as spans of one shared buffer (see wit/transform.wit).
+        text = batch.text
+
+        def s(span):
+            return text[span.start : span.start + span.len].decode()
+
         out = []
-        for event in batch:
+        for event in batch.events:
             rank = RANK.get(event.severity, 4)
-            if rank > 1 and self.urgent(event.object.namespace or event.namespace):
+            if rank > 1 and self.urgent(s(event.object.namespace) or s(event.namespace)):
                 rank -= 1
             value = f"P{rank}"
-            labels = dict(event.labels)
-            if labels.get(self.label) == value:
+            first, n = event.labels.start, event.labels.len
+            current = {s(k): s(v) for k, v in batch.pairs[first : first + n]}
+            if current.get(self.label) == value:
                 out.append(types.Disposition_Pass())
-                continue
-            labels[self.label] = value
-            event.labels = sorted(labels.items())
-            out.append(types.Disposition_Replace(event))
+            else:
+                # Only the label goes back to the host.
+                out.append(types.Disposition_SetLabels([(self.label, value)]))
         return out
 
     def tick(self, now, final):

@@ -553,11 +553,7 @@ struct Slot {
 
 impl Slot {
     /// Calls `process` on `events`; `Ok` holds exactly one disposition per event.
-    fn call(
-        &mut self,
-        shared: &Shared,
-        events: &[wit::Event],
-    ) -> Result<Vec<Disposition>, Failure> {
+    fn call(&mut self, shared: &Shared, events: &[Event]) -> Result<Vec<Disposition>, Failure> {
         let pm = shared
             .metrics
             .plugin
@@ -574,11 +570,12 @@ impl Slot {
         pm.calls.fetch_add(1, Ordering::Relaxed);
         pm.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
+        let batch = to_batch(events).map_err(Failure::Refused)?;
         let result = inst
             .bindings
             .kollate_plugin_transform()
             .plugin()
-            .call_process(&mut inst.store, inst.resource, events);
+            .call_process(&mut inst.store, inst.resource, &batch);
         pm.latency.observe(started.elapsed());
         match result {
             Ok(Ok(d)) if d.len() == events.len() => Ok(d),
@@ -613,7 +610,7 @@ impl Slot {
     fn resolve(
         &mut self,
         shared: &Shared,
-        events: &[wit::Event],
+        events: &[Event],
         budget: &mut u32,
         results: &mut Vec<Result<Disposition, String>>,
     ) {
@@ -778,8 +775,8 @@ impl WasmTransform {
 
     /// Runs the plugin over `events` (split into calls of `batch_size`, spread over the
     /// instances); one outcome per event, in order.
-    fn run(&mut self, events: &[wit::Event]) -> Vec<Result<Disposition, String>> {
-        let chunks: Vec<&[wit::Event]> = events.chunks(self.batch_size).collect();
+    fn run(&mut self, events: &[Event]) -> Vec<Result<Disposition, String>> {
+        let chunks: Vec<&[Event]> = events.chunks(self.batch_size).collect();
         let budget = |n: usize| 2 * (usize::BITS - n.leading_zeros()) + 2;
         let shared = &self.shared;
         if self.slots.len() == 1 || chunks.len() == 1 {
@@ -880,13 +877,17 @@ impl Transform for WasmTransform {
         self.plugin_metrics()
             .circuit_open
             .store(0, Ordering::Relaxed);
-        let inputs: Vec<wit::Event> = batch.events.iter().map(to_wit).collect();
-        let results = self.run(&inputs);
-        drop(inputs);
+        let results = self.run(&batch.events);
         let mut any_failed = false;
-        for (event, result) in batch.events.into_iter().zip(results) {
+        for (mut event, result) in batch.events.into_iter().zip(results) {
             match result {
                 Ok(Disposition::Pass) => events.push(event),
+                Ok(Disposition::SetLabels(labels)) => {
+                    for (k, v) in labels {
+                        event.labels.insert(k.into(), v.into());
+                    }
+                    events.push(event);
+                }
                 Ok(Disposition::Drop) => {
                     ComponentMetrics::add(&self.shared.metrics.discarded, 1);
                 }
@@ -1000,18 +1001,6 @@ fn opt_time(d: Option<wit::Datetime>) -> Result<Option<Timestamp>, String> {
     d.map(from_datetime).transpose()
 }
 
-fn to_object(o: &ObjectRef) -> wit::ObjectRef {
-    wit::ObjectRef {
-        kind: o.kind.to_string(),
-        namespace: o.namespace.to_string(),
-        name: o.name.to_string(),
-        uid: o.uid.to_string(),
-        api_version: o.api_version.to_string(),
-        resource_version: o.resource_version.to_string(),
-        field_path: o.field_path.to_string(),
-    }
-}
-
 fn from_object(o: wit::ObjectRef) -> ObjectRef {
     ObjectRef {
         kind: o.kind.into(),
@@ -1022,13 +1011,6 @@ fn from_object(o: wit::ObjectRef) -> ObjectRef {
         resource_version: o.resource_version.into(),
         field_path: o.field_path.into(),
     }
-}
-
-fn to_labels(labels: &BTreeMap<Str, Str>) -> Vec<(String, String)> {
-    labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn from_labels(labels: Vec<(String, String)>) -> BTreeMap<Str, Str> {
@@ -1081,63 +1063,134 @@ struct Extra {
     alert: Option<Box<Alert>>,
 }
 
-fn to_wit(e: &Event) -> wit::Event {
-    let extra = (e.aggregation.is_some()
-        || e.incident.is_some()
-        || e.pattern.is_some()
-        || e.alert.is_some())
-    .then(|| {
-        serde_json::to_string(&Extra {
-            aggregation: e.aggregation.clone(),
-            incident: e.incident.clone(),
-            pattern: e.pattern.clone(),
-            alert: e.alert.clone(),
+/// The `extra` JSON of an event: the schema objects without a typed WIT form.
+fn extra_json(e: &Event) -> Option<String> {
+    (e.aggregation.is_some() || e.incident.is_some() || e.pattern.is_some() || e.alert.is_some())
+        .then(|| {
+            serde_json::to_string(&Extra {
+                aggregation: e.aggregation.clone(),
+                incident: e.incident.clone(),
+                pattern: e.pattern.clone(),
+                alert: e.alert.clone(),
+            })
+            .unwrap_or_default()
         })
-        .unwrap_or_default()
-    });
-    wit::Event {
-        uid: e.uid.to_string(),
-        name: e.name.to_string(),
-        namespace: e.namespace.to_string(),
-        resource_version: e.resource_version.to_string(),
-        api_version: e.api_version.to_string(),
-        event_type: e.event_type.to_string(),
-        reason: e.reason.to_string(),
-        message: e.message.clone(),
-        combined: e.combined,
-        action: e.action.to_string(),
-        object: to_object(&e.object),
-        related: e.related.as_deref().map(to_object),
-        reporting_controller: e.reporting_controller.to_string(),
-        reporting_instance: e.reporting_instance.to_string(),
-        host: e.host.to_string(),
-        count: e.count,
-        first_timestamp: e.first_timestamp.map(to_datetime),
-        last_timestamp: e.last_timestamp.map(to_datetime),
-        event_time: e.event_time.map(to_datetime),
-        series: e.series.as_ref().map(|s| wit::Series {
-            count: s.count,
-            last_observed: s.last_observed.map(to_datetime),
-        }),
-        timestamp: e.timestamp.map(to_datetime),
-        severity: e.severity.map(to_severity),
-        category: e.category.map(to_category),
-        correlation_id: e.correlation_id.as_ref().map(|c| c.to_string()),
-        labels: to_labels(&e.labels),
-        enrichment: e.enrichment.as_deref().map(|en| wit::Enrichment {
-            owners: en
-                .owners
-                .iter()
-                .map(|o| wit::Owner {
-                    kind: o.kind.to_string(),
-                    name: o.name.to_string(),
-                })
-                .collect(),
-            node: en.node.to_string(),
-            labels: to_labels(&en.labels),
-        }),
-        extra,
+}
+
+/// Lays events out as a WIT `batch`: every string copied once into one text buffer.
+struct BatchBuilder {
+    batch: wit::Batch,
+}
+
+impl BatchBuilder {
+    fn span(&mut self, s: &str) -> Result<wit::TextSpan, String> {
+        let text = &mut self.batch.text;
+        let start = u32::try_from(text.len()).map_err(|_| "batch text over 4 GiB".to_owned())?;
+        text.extend_from_slice(s.as_bytes());
+        Ok(wit::TextSpan {
+            start,
+            len: s.len() as u32,
+        })
     }
+
+    fn object(&mut self, o: &ObjectRef) -> Result<wit::ObjectView, String> {
+        Ok(wit::ObjectView {
+            kind: self.span(&o.kind)?,
+            namespace: self.span(&o.namespace)?,
+            name: self.span(&o.name)?,
+            uid: self.span(&o.uid)?,
+            api_version: self.span(&o.api_version)?,
+            resource_version: self.span(&o.resource_version)?,
+            field_path: self.span(&o.field_path)?,
+        })
+    }
+
+    fn pairs<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<wit::PairRange, String> {
+        let start = self.batch.pairs.len() as u32;
+        for (k, v) in pairs {
+            let pair = (self.span(k)?, self.span(v)?);
+            self.batch.pairs.push(pair);
+        }
+        Ok(wit::PairRange {
+            start,
+            len: self.batch.pairs.len() as u32 - start,
+        })
+    }
+
+    fn event(&mut self, e: &Event) -> Result<wit::EventView, String> {
+        let enrichment = match e.enrichment.as_deref() {
+            None => None,
+            Some(en) => Some(wit::EnrichmentView {
+                owners: self.pairs(en.owners.iter().map(|o| (o.kind.as_str(), o.name.as_str())))?,
+                node: self.span(&en.node)?,
+                labels: self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+            }),
+        };
+        let extra = match extra_json(e) {
+            Some(json) => Some(self.span(&json)?),
+            None => None,
+        };
+        Ok(wit::EventView {
+            uid: self.span(&e.uid)?,
+            name: self.span(&e.name)?,
+            namespace: self.span(&e.namespace)?,
+            resource_version: self.span(&e.resource_version)?,
+            api_version: self.span(&e.api_version)?,
+            event_type: self.span(&e.event_type)?,
+            reason: self.span(&e.reason)?,
+            message: self.span(&e.message)?,
+            combined: e.combined,
+            action: self.span(&e.action)?,
+            object: self.object(&e.object)?,
+            related: match e.related.as_deref() {
+                Some(r) => Some(self.object(r)?),
+                None => None,
+            },
+            reporting_controller: self.span(&e.reporting_controller)?,
+            reporting_instance: self.span(&e.reporting_instance)?,
+            host: self.span(&e.host)?,
+            count: e.count,
+            first_timestamp: e.first_timestamp.map(to_datetime),
+            last_timestamp: e.last_timestamp.map(to_datetime),
+            event_time: e.event_time.map(to_datetime),
+            series: e.series.as_ref().map(|s| wit::Series {
+                count: s.count,
+                last_observed: s.last_observed.map(to_datetime),
+            }),
+            timestamp: e.timestamp.map(to_datetime),
+            severity: e.severity.map(to_severity),
+            category: e.category.map(to_category),
+            correlation_id: match e.correlation_id.as_deref() {
+                Some(c) => Some(self.span(c)?),
+                None => None,
+            },
+            labels: self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+            enrichment,
+            extra,
+        })
+    }
+}
+
+/// The WIT `batch` for `events`.
+///
+/// # Errors
+/// The batch's text would pass 4 GiB.
+fn to_batch(events: &[Event]) -> Result<wit::Batch, String> {
+    let mut b = BatchBuilder {
+        batch: wit::Batch {
+            text: Vec::with_capacity(events.len() * 384),
+            pairs: Vec::new(),
+            events: Vec::with_capacity(events.len()),
+        },
+    };
+    for e in events {
+        let view = b.event(e)?;
+        b.batch.events.push(view);
+    }
+    Ok(b.batch)
 }
 
 /// An event a plugin returned, back in kollate's model.
@@ -1210,17 +1263,89 @@ fn from_wit(e: wit::Event) -> Result<Event, String> {
 mod tests {
     use super::*;
 
+    /// What a guest SDK does: an owned `event` from a view into a batch.
+    fn view_to_wit(b: &wit::Batch, v: &wit::EventView) -> wit::Event {
+        let text = |s: wit::TextSpan| {
+            std::str::from_utf8(&b.text[s.start as usize..(s.start + s.len) as usize])
+                .unwrap()
+                .to_owned()
+        };
+        let pairs = |r: wit::PairRange| -> Vec<(String, String)> {
+            b.pairs[r.start as usize..(r.start + r.len) as usize]
+                .iter()
+                .map(|(k, v)| (text(*k), text(*v)))
+                .collect()
+        };
+        let object = |o: &wit::ObjectView| wit::ObjectRef {
+            kind: text(o.kind),
+            namespace: text(o.namespace),
+            name: text(o.name),
+            uid: text(o.uid),
+            api_version: text(o.api_version),
+            resource_version: text(o.resource_version),
+            field_path: text(o.field_path),
+        };
+        wit::Event {
+            uid: text(v.uid),
+            name: text(v.name),
+            namespace: text(v.namespace),
+            resource_version: text(v.resource_version),
+            api_version: text(v.api_version),
+            event_type: text(v.event_type),
+            reason: text(v.reason),
+            message: text(v.message),
+            combined: v.combined,
+            action: text(v.action),
+            object: object(&v.object),
+            related: v.related.as_ref().map(object),
+            reporting_controller: text(v.reporting_controller),
+            reporting_instance: text(v.reporting_instance),
+            host: text(v.host),
+            count: v.count,
+            first_timestamp: v.first_timestamp,
+            last_timestamp: v.last_timestamp,
+            event_time: v.event_time,
+            series: v.series,
+            timestamp: v.timestamp,
+            severity: v.severity,
+            category: v.category,
+            correlation_id: v.correlation_id.map(text),
+            labels: pairs(v.labels),
+            enrichment: v.enrichment.map(|en| wit::Enrichment {
+                owners: pairs(en.owners)
+                    .into_iter()
+                    .map(|(kind, name)| wit::Owner { kind, name })
+                    .collect(),
+                node: text(en.node),
+                labels: pairs(en.labels),
+            }),
+            extra: v.extra.map(text),
+        }
+    }
+
     #[test]
-    fn events_survive_the_round_trip_through_the_wit_record() {
+    fn events_survive_the_round_trip_through_the_wit_records() {
         let text = r#"{"uid":"u1","name":"n","namespace":"shop","resource_version":"7","api_version":"v1","type":"Warning","reason":"BackOff","message":"Back-off","combined":true,"object":{"kind":"Pod","namespace":"shop","name":"cart-1","uid":"p1","field_path":"spec.containers{cart}"},"related":{"kind":"Node","name":"n-7"},"host":"n-7","count":12,"first_timestamp":"2026-03-02T08:00:02Z","event_time":"2026-03-02T08:00:02.123456Z","series":{"count":3,"last_observed":"2026-03-02T08:05:32Z"},"timestamp":"2026-03-02T08:05:32Z","severity":"error","category":"lifecycle","correlation_id":"inc-1","labels":{"a":"1","team":"x"},"enrichment":{"owners":[{"kind":"ReplicaSet","name":"cart-7d"}],"node":"n-7","labels":{"app":"cart"}},"aggregation":{"key":"k","count":2,"events":1,"samples":["m"]}}"#;
         let event: Event = serde_json::from_str(text).unwrap();
-        let back = from_wit(to_wit(&event)).unwrap();
-        assert_eq!(back, event);
+        let plain = Event {
+            uid: "u2".into(),
+            count: 1,
+            ..Event::default()
+        };
+        let batch = to_batch(&[event.clone(), plain.clone()]).unwrap();
+        assert_eq!(batch.events.len(), 2);
+        let back: Vec<Event> = batch
+            .events
+            .iter()
+            .map(|v| from_wit(view_to_wit(&batch, v)).unwrap())
+            .collect();
+        assert_eq!(back, [event, plain]);
     }
 
     #[test]
     fn an_invalid_extra_is_an_error_not_a_panic() {
-        let mut e = to_wit(&Event::default());
+        let batch = to_batch(&[Event::default()]).unwrap();
+        let mut e = view_to_wit(&batch, &batch.events[0]);
         e.extra = Some("{\"nope\": 1}".into());
         assert!(from_wit(e).unwrap_err().contains("extra"));
     }

@@ -14,7 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kollate_plugin_sdk::{Config, Disposition, Event, Transform, counter_add, export_plugin};
+use kollate_plugin_sdk::{
+    Config, Disposition, EventView, Events, Transform, counter_add, export_plugin,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -38,7 +40,7 @@ struct NoiseFilter {
 }
 
 impl NoiseFilter {
-    fn is_noise(&self, event: &Event) -> bool {
+    fn is_noise(&self, event: &EventView<'_>) -> bool {
         if self.settings.keep_warnings && event.is_warning() {
             return false;
         }
@@ -46,9 +48,9 @@ impl NoiseFilter {
             self.settings
                 .drop
                 .get(ns)
-                .is_some_and(|reasons| reasons.contains(&event.reason))
+                .is_some_and(|reasons| reasons.contains(event.reason()))
         };
-        listed(&event.namespace) || listed("*")
+        listed(event.namespace()) || listed("*")
     }
 }
 
@@ -62,17 +64,17 @@ impl Transform for NoiseFilter {
         })
     }
 
-    fn process(&mut self, event: &Event) -> Disposition {
+    fn process(&mut self, event: &EventView<'_>) -> Disposition {
         if self.is_noise(event) {
-            *self.dropped.entry(event.reason.clone()).or_default() += 1;
+            *self.dropped.entry(event.reason().to_owned()).or_default() += 1;
             Disposition::Drop
         } else {
             Disposition::Pass
         }
     }
 
-    fn process_batch(&mut self, batch: &[Event]) -> Result<Vec<Disposition>, String> {
-        let out = batch.iter().map(|e| self.process(e)).collect();
+    fn process_batch(&mut self, batch: &Events<'_>) -> Result<Vec<Disposition>, String> {
+        let out = batch.iter().map(|e| self.process(&e)).collect();
         for (reason, n) in std::mem::take(&mut self.dropped) {
             counter_add(&format!("dropped.{reason}"), n);
         }

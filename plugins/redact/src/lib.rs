@@ -16,7 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use kollate_plugin_sdk::{Config, Disposition, Event, Transform, counter_add, export_plugin};
+use kollate_plugin_sdk::{
+    Config, Disposition, EventView, Events, Transform, counter_add, export_plugin,
+};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -58,7 +60,10 @@ const KINDS: &[(&str, &[&str])] = &[
             r"\b(ghp|gho|ghs|github_pat|glpat|xox[abpors])[_-][A-Za-z0-9_-]{10,}",
         ],
     ),
-    ("email", &[r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"]),
+    (
+        "email",
+        &[r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"],
+    ),
     (
         "ip",
         &[
@@ -126,11 +131,11 @@ impl Transform for Redact {
         })
     }
 
-    fn process(&mut self, event: &Event) -> Disposition {
-        match self.mask(&event.message) {
+    fn process(&mut self, event: &EventView<'_>) -> Disposition {
+        match self.mask(event.message()) {
             None => Disposition::Pass,
             Some((message, kinds)) => {
-                let mut clean = event.clone();
+                let mut clean = event.to_event();
                 clean.message = message;
                 clean.set_label("redacted", kinds.join(","));
                 Disposition::Replace(clean)
@@ -138,8 +143,8 @@ impl Transform for Redact {
         }
     }
 
-    fn process_batch(&mut self, batch: &[Event]) -> Result<Vec<Disposition>, String> {
-        let out = batch.iter().map(|e| self.process(e)).collect();
+    fn process_batch(&mut self, batch: &Events<'_>) -> Result<Vec<Disposition>, String> {
+        let out = batch.iter().map(|e| self.process(&e)).collect();
         for (kind, n) in std::mem::take(&mut self.masked) {
             counter_add(&format!("masked.{kind}"), n);
         }

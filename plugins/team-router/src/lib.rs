@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use kollate_plugin_sdk::{Config, Disposition, Event, Transform, export_plugin};
+use kollate_plugin_sdk::{Config, Disposition, EventView, Transform, export_plugin};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -85,11 +85,10 @@ impl Transform for TeamRouter {
         })
     }
 
-    fn process(&mut self, event: &Event) -> Disposition {
-        let namespace = if event.object.namespace.is_empty() {
-            &event.namespace
-        } else {
-            &event.object.namespace
+    fn process(&mut self, event: &EventView<'_>) -> Disposition {
+        let namespace = match event.object().namespace() {
+            "" => event.namespace(),
+            ns => ns,
         };
         let Some(team) = self.team(namespace) else {
             return Disposition::Pass;
@@ -100,12 +99,12 @@ impl Transform for TeamRouter {
         {
             return Disposition::Pass;
         }
-        let mut routed = event.clone();
-        routed.set_label(&self.settings.team_label, team);
+        // Only the labels go back to the host, not the whole event.
+        let mut labels = vec![(self.settings.team_label.clone(), team.to_owned())];
         if let Some(contact) = oncall {
-            routed.set_label(&self.settings.oncall_label, contact.as_str());
+            labels.push((self.settings.oncall_label.clone(), contact.clone()));
         }
-        Disposition::Replace(routed)
+        Disposition::SetLabels(labels)
     }
 }
 

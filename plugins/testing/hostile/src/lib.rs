@@ -9,7 +9,7 @@
 //! - config `refuse = true`: refuses its config;
 //! - `tick` with `last = true` emits one `Seen` event whose count is the events seen.
 
-use kollate_plugin_sdk::{Config, Disposition, Event, Transform, export_plugin};
+use kollate_plugin_sdk::{Config, Disposition, Event, EventView, Events, Transform, export_plugin};
 
 struct Hostile {
     miscount: bool,
@@ -27,33 +27,33 @@ impl Transform for Hostile {
         })
     }
 
-    fn process(&mut self, event: &Event) -> Disposition {
+    fn process(&mut self, event: &EventView<'_>) -> Disposition {
         self.seen += 1;
-        if event.message.contains("LOOP") {
+        if event.message().contains("LOOP") {
             loop {
                 std::hint::black_box(self.seen);
             }
         }
-        if event.message.contains("BOMB") {
+        if event.message().contains("BOMB") {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
                 hoard.push(vec![1; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
         }
-        match event.reason.as_str() {
-            "Poison" => panic!("poisoned event {}", event.uid),
+        match event.reason() {
+            "Poison" => panic!("poisoned event {}", event.uid()),
             "Reject" => Disposition::Reject("rejected by the test plugin".into()),
-            "Twice" => Disposition::FanOut(vec![event.clone(), event.clone()]),
+            "Twice" => Disposition::FanOut(vec![event.to_event(), event.to_event()]),
             _ => Disposition::Pass,
         }
     }
 
-    fn process_batch(&mut self, batch: &[Event]) -> Result<Vec<Disposition>, String> {
-        if batch.iter().any(|e| e.message.contains("ERROR")) {
+    fn process_batch(&mut self, batch: &Events<'_>) -> Result<Vec<Disposition>, String> {
+        if batch.iter().any(|e| e.message().contains("ERROR")) {
             return Err("a batch with ERROR in it".into());
         }
-        let mut out: Vec<Disposition> = batch.iter().map(|e| self.process(e)).collect();
+        let mut out: Vec<Disposition> = batch.iter().map(|e| self.process(&e)).collect();
         if self.miscount {
             out.push(Disposition::Pass);
         }

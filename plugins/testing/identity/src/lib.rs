@@ -1,6 +1,6 @@
 //! Passes every event unchanged: the host's per-event overhead, measured.
 
-use kollate_plugin_sdk::{Config, Disposition, Event, Transform, export_plugin};
+use kollate_plugin_sdk::{Config, Disposition, EventView, Transform, export_plugin};
 
 struct Identity;
 
@@ -9,7 +9,7 @@ impl Transform for Identity {
         Ok(Identity)
     }
 
-    fn process(&mut self, _event: &Event) -> Disposition {
+    fn process(&mut self, _event: &EventView<'_>) -> Disposition {
         Disposition::Pass
     }
 }
