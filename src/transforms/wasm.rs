@@ -549,6 +549,8 @@ fn describe(e: &wasmtime::Error, store: &Store<HostState>) -> String {
 /// A slot: an instance, re-created after each fatal failure.
 struct Slot {
     instance: Option<Instance>,
+    /// The batch handed to the plugin, reused between calls (no fresh pages per call).
+    scratch: wit::Batch,
 }
 
 impl Slot {
@@ -570,12 +572,12 @@ impl Slot {
         pm.calls.fetch_add(1, Ordering::Relaxed);
         pm.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
-        let batch = to_batch(events).map_err(Failure::Refused)?;
+        to_batch(events, &mut self.scratch).map_err(Failure::Refused)?;
         let result = inst
             .bindings
             .kollate_plugin_transform()
             .plugin()
-            .call_process(&mut inst.store, inst.resource, &batch);
+            .call_process(&mut inst.store, inst.resource, &self.scratch);
         pm.latency.observe(started.elapsed());
         match result {
             Ok(Ok(d)) if d.len() == events.len() => Ok(d),
@@ -700,9 +702,10 @@ impl WasmTransformConfig {
         };
         let slots = (0..self.instances)
             .map(|_| {
-                shared
-                    .instantiate()
-                    .map(|i| Slot { instance: Some(i) })
+                shared.instantiate().map(|i| Slot {
+                    instance: Some(i),
+                    scratch: empty_batch(),
+                })
                     .map_err(|e| error(format!("plugin `{}`: {e}", self.path.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -1078,11 +1081,11 @@ fn extra_json(e: &Event) -> Option<String> {
 }
 
 /// Lays events out as a WIT `batch`: every string copied once into one text buffer.
-struct BatchBuilder {
-    batch: wit::Batch,
+struct BatchBuilder<'b> {
+    batch: &'b mut wit::Batch,
 }
 
-impl BatchBuilder {
+impl BatchBuilder<'_> {
     fn span(&mut self, s: &str) -> Result<wit::TextSpan, String> {
         let text = &mut self.batch.text;
         let start = u32::try_from(text.len()).map_err(|_| "batch text over 4 GiB".to_owned())?;
@@ -1174,23 +1177,29 @@ impl BatchBuilder {
     }
 }
 
-/// The WIT `batch` for `events`.
+/// Lays `events` out in `batch` (cleared first, its buffers reused).
 ///
 /// # Errors
 /// The batch's text would pass 4 GiB.
-fn to_batch(events: &[Event]) -> Result<wit::Batch, String> {
-    let mut b = BatchBuilder {
-        batch: wit::Batch {
-            text: Vec::with_capacity(events.len() * 384),
-            pairs: Vec::new(),
-            events: Vec::with_capacity(events.len()),
-        },
-    };
+fn to_batch(events: &[Event], batch: &mut wit::Batch) -> Result<(), String> {
+    batch.text.clear();
+    batch.pairs.clear();
+    batch.events.clear();
+    let mut b = BatchBuilder { batch };
     for e in events {
         let view = b.event(e)?;
         b.batch.events.push(view);
     }
-    Ok(b.batch)
+    Ok(())
+}
+
+/// An empty batch to build into.
+fn empty_batch() -> wit::Batch {
+    wit::Batch {
+        text: Vec::new(),
+        pairs: Vec::new(),
+        events: Vec::new(),
+    }
 }
 
 /// An event a plugin returned, back in kollate's model.
@@ -1332,7 +1341,8 @@ mod tests {
             count: 1,
             ..Event::default()
         };
-        let batch = to_batch(&[event.clone(), plain.clone()]).unwrap();
+        let mut batch = empty_batch();
+        to_batch(&[event.clone(), plain.clone()], &mut batch).unwrap();
         assert_eq!(batch.events.len(), 2);
         let back: Vec<Event> = batch
             .events
@@ -1344,7 +1354,8 @@ mod tests {
 
     #[test]
     fn an_invalid_extra_is_an_error_not_a_panic() {
-        let batch = to_batch(&[Event::default()]).unwrap();
+        let mut batch = empty_batch();
+        to_batch(&[Event::default()], &mut batch).unwrap();
         let mut e = view_to_wit(&batch, &batch.events[0]);
         e.extra = Some("{\"nope\": 1}".into());
         assert!(from_wit(e).unwrap_err().contains("extra"));
