@@ -702,10 +702,12 @@ impl WasmTransformConfig {
         };
         let slots = (0..self.instances)
             .map(|_| {
-                shared.instantiate().map(|i| Slot {
-                    instance: Some(i),
-                    scratch: empty_batch(),
-                })
+                shared
+                    .instantiate()
+                    .map(|i| Slot {
+                        instance: Some(i),
+                        scratch: empty_batch(),
+                    })
                     .map_err(|e| error(format!("plugin `{}`: {e}", self.path.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
