@@ -77,7 +77,7 @@ impl Transform for TeamRouter {
                 }
             }
         }
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(TeamRouter {
             exact,
             prefixes,
