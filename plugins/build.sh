@@ -12,10 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=target/wasm
 mkdir -p "$out"
+# Where cargo puts what it builds (CARGO_TARGET_DIR is read relative to this folder, as cargo does).
+cargo_target=${CARGO_TARGET_DIR:-target}
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     cargo build --release --target wasm32-wasip2 --quiet
-    built=target/wasm32-wasip2/release
+    built=$cargo_target/wasm32-wasip2/release
 else
     linker=/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld
     wasm_ld=/usr/lib/llvm-22/bin/wasm-ld
@@ -32,7 +34,7 @@ else
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=--wasm-ld-path=$wasm_ld" \
         /usr/bin/cargo build --release --quiet --target wasm32-unknown-unknown \
         -Zbuild-std=std,panic_abort
-    built=target/wasm32-unknown-unknown/release
+    built=$cargo_target/wasm32-unknown-unknown/release
 fi
 for wasm in "$built"/*.wasm; do
     cp -p "$wasm" "$out/"
