@@ -600,33 +600,41 @@ fn render_plugins(out: &mut String, components: &[Arc<ComponentMetrics>]) {
         p.latency
             .render(out, name, &format!("component_id=\"{}\"", escape_label(id)));
     }
-    let name = "kollate_plugin_counter_total";
-    let _ = writeln!(
+    render_plugin_series(
         out,
-        "# HELP {name} Counters a plugin keeps (counter-add).\n# TYPE {name} counter"
+        "kollate_plugin_counter_total",
+        "counter",
+        "Counters a plugin keeps (counter-add).",
+        &plugins,
+        |p| p.counters.lock().expect("plugin counters lock").clone(),
     );
-    for (id, p) in &plugins {
-        for (key, v) in p.counters.lock().expect("plugin counters lock").iter() {
+    render_plugin_series(
+        out,
+        "kollate_plugin_gauge",
+        "gauge",
+        "Gauges a plugin sets (gauge-set).",
+        &plugins,
+        |p| p.gauges.lock().expect("plugin gauges lock").clone(),
+    );
+}
+
+/// The series a plugin names itself (`counter-add`, `gauge-set`), one per plugin and name.
+fn render_plugin_series<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    ty: &str,
+    help: &str,
+    plugins: &[(&str, &PluginMetrics)],
+    series: impl Fn(&PluginMetrics) -> std::collections::BTreeMap<String, V>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+    for (id, p) in plugins {
+        for (key, v) in series(p) {
             let _ = writeln!(
                 out,
                 "{name}{{component_id=\"{}\",name=\"{}\"}} {v}",
                 escape_label(id),
-                escape_label(key)
-            );
-        }
-    }
-    let name = "kollate_plugin_gauge";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Gauges a plugin sets (gauge-set).\n# TYPE {name} gauge"
-    );
-    for (id, p) in &plugins {
-        for (key, v) in p.gauges.lock().expect("plugin gauges lock").iter() {
-            let _ = writeln!(
-                out,
-                "{name}{{component_id=\"{}\",name=\"{}\"}} {v}",
-                escape_label(id),
-                escape_label(key)
+                escape_label(&key)
             );
         }
     }

@@ -554,6 +554,21 @@ struct Slot {
 }
 
 impl Slot {
+    /// The live instance (a fresh one after a failure), armed for one call: a new deadline,
+    /// no refused memory growth yet.
+    fn ready<'a>(
+        instance: &'a mut Option<Instance>,
+        shared: &Shared,
+    ) -> Result<&'a mut Instance, String> {
+        let inst = match instance {
+            Some(i) => i,
+            None => instance.insert(shared.instantiate()?),
+        };
+        inst.store.set_epoch_deadline(shared.deadline_ticks);
+        inst.store.data_mut().memory_refused = false;
+        Ok(inst)
+    }
+
     /// Calls `process` on `events`; `Ok` holds exactly one disposition per event.
     fn call(&mut self, shared: &Shared, events: &[Event]) -> Result<Vec<Disposition>, Failure> {
         let pm = shared
@@ -561,14 +576,7 @@ impl Slot {
             .plugin
             .get()
             .expect("plugin metrics set at build");
-        let inst = match self.instance.as_mut() {
-            Some(i) => i,
-            None => self
-                .instance
-                .insert(shared.instantiate().map_err(Failure::Broken)?),
-        };
-        inst.store.set_epoch_deadline(shared.deadline_ticks);
-        inst.store.data_mut().memory_refused = false;
+        let inst = Self::ready(&mut self.instance, shared).map_err(Failure::Broken)?;
         pm.calls.fetch_add(1, Ordering::Relaxed);
         pm.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
@@ -645,11 +653,7 @@ impl Slot {
         now: wit::Datetime,
         last: bool,
     ) -> Result<Vec<wit::Event>, String> {
-        let inst = match self.instance.as_mut() {
-            Some(i) => i,
-            None => self.instance.insert(shared.instantiate()?),
-        };
-        inst.store.set_epoch_deadline(shared.deadline_ticks);
+        let inst = Self::ready(&mut self.instance, shared)?;
         let result = inst.bindings.kollate_plugin_transform().plugin().call_tick(
             &mut inst.store,
             inst.resource,
@@ -1134,10 +1138,7 @@ impl BatchBuilder<'_> {
                 labels: self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
             }),
         };
-        let extra = match extra_json(e) {
-            Some(json) => Some(self.span(&json)?),
-            None => None,
-        };
+        let extra = extra_json(e).map(|json| self.span(&json)).transpose()?;
         Ok(wit::EventView {
             uid: self.span(&e.uid)?,
             name: self.span(&e.name)?,
@@ -1150,10 +1151,7 @@ impl BatchBuilder<'_> {
             combined: e.combined,
             action: self.span(&e.action)?,
             object: self.object(&e.object)?,
-            related: match e.related.as_deref() {
-                Some(r) => Some(self.object(r)?),
-                None => None,
-            },
+            related: e.related.as_deref().map(|r| self.object(r)).transpose()?,
             reporting_controller: self.span(&e.reporting_controller)?,
             reporting_instance: self.span(&e.reporting_instance)?,
             host: self.span(&e.host)?,
@@ -1168,10 +1166,11 @@ impl BatchBuilder<'_> {
             timestamp: e.timestamp.map(to_datetime),
             severity: e.severity.map(to_severity),
             category: e.category.map(to_category),
-            correlation_id: match e.correlation_id.as_deref() {
-                Some(c) => Some(self.span(c)?),
-                None => None,
-            },
+            correlation_id: e
+                .correlation_id
+                .as_deref()
+                .map(|c| self.span(c))
+                .transpose()?,
             labels: self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
             enrichment,
             extra,
