@@ -35,6 +35,7 @@ pub mod report;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod template;
 pub mod topology;
 pub mod transforms;
 pub mod unit_test;

@@ -109,7 +109,7 @@ impl Poster {
         body: Bytes,
         metrics: &ComponentMetrics,
     ) -> Outcome {
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = super::retry::Backoff::new(Duration::from_millis(250), self.max_backoff);
         loop {
             match self.post(body.clone()).await {
                 Ok((status, _)) if (200..300).contains(&status) => return Outcome::Accepted,
@@ -118,16 +118,14 @@ impl Poster {
                 }
                 Ok((status, text)) => {
                     ComponentMetrics::add(&metrics.warnings, 1);
-                    tracing::warn!(component, url = %self.url, status, response = %text, retry_in = ?delay, "Receiver refused for now; retrying.");
+                    tracing::warn!(component, url = %self.url, status, response = %text, "Receiver refused for now; retrying.");
                 }
                 Err(error) => {
                     ComponentMetrics::add(&metrics.warnings, 1);
-                    tracing::warn!(component, url = %self.url, %error, retry_in = ?delay, "Cannot post; retrying.");
+                    tracing::warn!(component, url = %self.url, %error, "Cannot post; retrying.");
                 }
             }
-            let jitter = rand::random::<f64>() * 0.5 + 0.75;
-            tokio::time::sleep(delay.mul_f64(jitter)).await;
-            delay = (delay * 2).min(self.max_backoff);
+            backoff.wait().await;
         }
     }
 
@@ -197,32 +195,11 @@ pub async fn run_alert_sink(
                 ComponentMetrics::add(&ctx.metrics.errors, alerts.len() as u64);
                 tracing::error!(component = %ctx.id, status, %reason, alerts = alerts.len(), "Receiver rejected alerts; not retrying.");
                 if let Some(path) = &dead_letter {
-                    dead_letter_write(path, status, &reason, &body);
+                    super::write_dead_letter(path, Some(status), &reason, &body);
                 }
             }
         }
         // Dropping the batch acknowledges it.
     }
     Ok(())
-}
-
-/// Appends a rejected payload, with why, to the dead-letter file (JSON Lines).
-fn dead_letter_write(path: &std::path::Path, status: u16, reason: &str, body: &[u8]) {
-    use std::io::Write;
-    let payload: serde_json::Value =
-        serde_json::from_slice(body).unwrap_or_else(|_| String::from_utf8_lossy(body).into());
-    let line = serde_json::json!({
-        "rejected_at": chrono::Utc::now().to_rfc3339(),
-        "status": status,
-        "reason": reason,
-        "payload": payload,
-    });
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| writeln!(f, "{line}"));
-    if let Err(error) = written {
-        tracing::error!(file = %path.display(), %error, "Cannot write the dead-letter file.");
-    }
 }

@@ -7,11 +7,14 @@
 //! | `alertmanager` | [`alertmanager`] | alerts to Prometheus Alertmanager's v2 API |
 //! | `webhook` | [`webhook`] | alerts as JSON (or a Slack-compatible body) to any URL |
 //! | `store` | [`store`] | the embedded event store (SQLite), with retention |
+//! | `kafka` | [`kafka`] | JSON messages to Kafka, acknowledged by delivery reports |
 
 pub mod alertmanager;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod kafka;
+pub mod retry;
 pub mod store;
 pub mod webhook;
 
@@ -33,11 +36,20 @@ pub enum SinkConfig {
     Webhook(webhook::WebhookSinkConfig),
     /// `type = "store"`.
     Store(store::StoreSinkConfig),
+    /// `type = "kafka"`.
+    Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
 impl SinkConfig {
     /// Every sink `type`.
-    pub const TYPES: &[&str] = &["file", "console", "alertmanager", "webhook", "store"];
+    pub const TYPES: &[&str] = &[
+        "file",
+        "console",
+        "alertmanager",
+        "webhook",
+        "store",
+        "kafka",
+    ];
 
     /// Deserialises the options of a sink of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -52,6 +64,7 @@ impl SinkConfig {
             }
             "webhook" => SinkConfig::Webhook(webhook::WebhookSinkConfig::deserialize(de)?),
             "store" => SinkConfig::Store(store::StoreSinkConfig::deserialize(de)?),
+            "kafka" => SinkConfig::Kafka(Box::new(kafka::KafkaSinkConfig::deserialize(de)?)),
             _ => return Ok(None),
         }))
     }
@@ -64,6 +77,7 @@ impl SinkConfig {
             SinkConfig::Alertmanager(_) => "alertmanager",
             SinkConfig::Webhook(_) => "webhook",
             SinkConfig::Store(_) => "store",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -78,6 +92,33 @@ impl SinkConfig {
             SinkConfig::Alertmanager(c) => c.build(ctx),
             SinkConfig::Webhook(c) => c.build(ctx),
             SinkConfig::Store(c) => c.build(ctx),
+            SinkConfig::Kafka(c) => c.build(ctx),
         }
+    }
+}
+
+/// Appends a rejected payload, with why, to the dead-letter file (JSON Lines).
+pub(crate) fn write_dead_letter(
+    path: &std::path::Path,
+    status: Option<u16>,
+    reason: &str,
+    body: &[u8],
+) {
+    use std::io::Write;
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).unwrap_or_else(|_| String::from_utf8_lossy(body).into());
+    let line = serde_json::json!({
+        "rejected_at": chrono::Utc::now().to_rfc3339(),
+        "status": status,
+        "reason": reason,
+        "payload": payload,
+    });
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(error) = written {
+        tracing::error!(file = %path.display(), %error, "Cannot write the dead-letter file.");
     }
 }

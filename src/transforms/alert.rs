@@ -23,12 +23,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::batch::Batch;
 use crate::condition::Condition;
 use crate::config::DurationValue;
 use crate::event::{Alert, AlertStatus, Event, IncidentStatus, PatternKind, Timestamp};
+use crate::template::{Field, Template};
 use crate::topology::Transform;
 
 /// What a rule looks at.
@@ -44,105 +45,6 @@ pub enum On {
     Pattern,
     /// Rate-anomaly records from `patterns`.
     Anomaly,
-}
-
-/// A field a template or `group_by` can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Namespace,
-    Kind,
-    Name,
-    Reason,
-    Type,
-    Severity,
-    Category,
-    Host,
-    Message,
-    Count,
-    CorrelationId,
-}
-
-impl Field {
-    fn parse(name: &str) -> Option<Field> {
-        Some(match name {
-            "namespace" => Field::Namespace,
-            "kind" => Field::Kind,
-            "name" => Field::Name,
-            "reason" => Field::Reason,
-            "type" => Field::Type,
-            "severity" => Field::Severity,
-            "category" => Field::Category,
-            "host" => Field::Host,
-            "message" => Field::Message,
-            "count" => Field::Count,
-            "correlation_id" => Field::CorrelationId,
-            _ => return None,
-        })
-    }
-
-    fn render(self, e: &Event, out: &mut String) {
-        match self {
-            Field::Namespace => out.push_str(crate::condition::namespace_of(e)),
-            Field::Kind => out.push_str(&e.object.kind),
-            Field::Name => out.push_str(&e.object.name),
-            Field::Reason => out.push_str(&e.reason),
-            Field::Type => out.push_str(&e.event_type),
-            Field::Severity => out.push_str(e.severity.map_or("", |s| s.as_str())),
-            Field::Category => out.push_str(e.category.map_or("", |c| c.as_str())),
-            Field::Host => out.push_str(&e.host),
-            Field::Message => out.push_str(&e.message),
-            Field::Count => out.push_str(&e.occurrences().to_string()),
-            Field::CorrelationId => out.push_str(e.correlation_id.as_deref().unwrap_or("")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Field::parse(&name)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown field `{name}`")))
-    }
-}
-
-/// Text with `{field}` placeholders.
-#[derive(Debug, Clone)]
-pub struct Template(Vec<(String, Option<Field>)>);
-
-impl<'de> Deserialize<'de> for Template {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let mut pieces = Vec::new();
-        let mut rest = text.as_str();
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                return Err(serde::de::Error::custom(format!(
-                    "unclosed `{{` in `{text}`"
-                )));
-            };
-            let name = &rest[open + 1..open + close];
-            let field = Field::parse(name).ok_or_else(|| {
-                serde::de::Error::custom(format!("unknown field `{{{name}}}` in `{text}`"))
-            })?;
-            pieces.push((rest[..open].to_owned(), Some(field)));
-            rest = &rest[open + close + 1..];
-        }
-        pieces.push((rest.to_owned(), None));
-        Ok(Template(pieces))
-    }
-}
-
-impl Template {
-    fn render(&self, e: &Event) -> String {
-        let mut out = String::new();
-        for (text, field) in &self.0 {
-            out.push_str(text);
-            if let Some(f) = field {
-                f.render(e, &mut out);
-            }
-        }
-        out
-    }
 }
 
 fn default_repeat_interval() -> DurationValue {

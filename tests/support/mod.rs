@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod peers;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
