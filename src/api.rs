@@ -476,6 +476,65 @@ fn render_buffers_and_latency(out: &mut String, components: &[Arc<ComponentMetri
             let _ = writeln!(out, "{name}{{{}}} {value}", labels(c));
         }
     }
+    let with_buffer: Vec<_> = components
+        .iter()
+        .filter(|c| {
+            ComponentMetrics::get(&c.buffer_max_events) > 0
+                || ComponentMetrics::get(&c.buffer_max_bytes) > 0
+        })
+        .collect();
+    if !with_buffer.is_empty() {
+        type Gauge = fn(&ComponentMetrics) -> &std::sync::atomic::AtomicU64;
+        let series: [(&str, &str, &str, Gauge); 6] = [
+            (
+                "kollate_buffer_events",
+                "gauge",
+                "Events held in a sink's buffer.",
+                |c| &c.buffer_events,
+            ),
+            (
+                "kollate_buffer_max_events",
+                "gauge",
+                "Most events a sink's memory buffer holds.",
+                |c| &c.buffer_max_events,
+            ),
+            (
+                "kollate_buffer_byte_size",
+                "gauge",
+                "Bytes a sink's disk buffer takes on disk.",
+                |c| &c.buffer_bytes,
+            ),
+            (
+                "kollate_buffer_max_byte_size",
+                "gauge",
+                "Most bytes a sink's disk buffer may take.",
+                |c| &c.buffer_max_bytes,
+            ),
+            (
+                "kollate_buffer_discarded_events_total",
+                "counter",
+                "Events a full buffer discarded (when_full = drop_newest).",
+                |c| &c.buffer_discarded,
+            ),
+            (
+                "kollate_buffer_corrupted_records_total",
+                "counter",
+                "Corrupted disk buffer records skipped.",
+                |c| &c.buffer_corrupted,
+            ),
+        ];
+        for (name, ty, help, gauge) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+            for c in &with_buffer {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{}}} {}",
+                    labels(c),
+                    ComponentMetrics::get(gauge(c))
+                );
+            }
+        }
+    }
     let name = "kollate_component_batch_duration_seconds";
     let _ = writeln!(
         out,

@@ -70,6 +70,8 @@ pub struct Component<T> {
     pub inputs: Vec<String>,
     /// Its own options.
     pub inner: T,
+    /// Sinks only: the buffer in front of it (`buffer = { type = "memory" | "disk", ... }`).
+    pub buffer: Option<crate::buffers::BufferConfig>,
 }
 
 /// Top-level options.
@@ -433,6 +435,7 @@ struct Parsed<T> {
     name: String,
     span: Range<usize>,
     inputs: Vec<Spanned<String>>,
+    buffer: Option<crate::buffers::BufferConfig>,
     config: Option<T>,
 }
 
@@ -444,6 +447,7 @@ impl<T> Parsed<T> {
             Component {
                 inputs,
                 inner: self.config?,
+                buffer: self.buffer,
             },
         ))
     }
@@ -480,10 +484,12 @@ fn parse_section<T>(
         let mut rest = DeTable::default();
         let mut ty = None;
         let mut inputs = None;
+        let mut buffer = None;
         for (k, v) in body {
             match k.get_ref().as_ref() {
                 "type" => ty = Some(v),
                 "inputs" => inputs = Some(v),
+                "buffer" if section == "sinks" => buffer = Some(v),
                 _ => {
                     rest.insert(k, v);
                 }
@@ -518,6 +524,11 @@ fn parse_section<T>(
                 }
             },
         };
+        let buffer = buffer.and_then(|v| {
+            crate::buffers::BufferConfig::deserialize(ValueDeserializer::from(v))
+                .map_err(|e| c.de(&e, &format!("{path}.buffer")))
+                .ok()
+        });
         let body = ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(rest)));
         let config = match parse(ty.get_ref(), body) {
             Ok(Some(config)) => Some(config),
@@ -542,6 +553,7 @@ fn parse_section<T>(
             name,
             span,
             inputs,
+            buffer,
             config,
         });
     }

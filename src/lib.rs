@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod buffers;
 pub mod condition;
 pub mod config;
 pub mod event;

@@ -46,6 +46,18 @@ pub struct ComponentMetrics {
     pub lag_ms: AtomicU64,
     /// For transforms and sinks: the channel in front of them (batches waiting).
     pub buffer: OnceLock<tokio::sync::mpsc::WeakSender<crate::batch::Batch>>,
+    /// For sinks with a `buffer`: events it holds.
+    pub buffer_events: AtomicU64,
+    /// For sinks with a memory buffer: the most events it holds (0 otherwise).
+    pub buffer_max_events: AtomicU64,
+    /// For sinks with a disk buffer: bytes on disk.
+    pub buffer_bytes: AtomicU64,
+    /// For sinks with a disk buffer: the most bytes on disk (0 otherwise).
+    pub buffer_max_bytes: AtomicU64,
+    /// Events a full buffer discarded (`when_full = "drop_newest"`).
+    pub buffer_discarded: AtomicU64,
+    /// Corrupted disk buffer records skipped.
+    pub buffer_corrupted: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the plugin call latency histogram buckets.
@@ -205,6 +217,13 @@ impl ComponentMetrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge, stopping at zero.
+    pub fn sub(gauge: &AtomicU64, n: u64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
     }
 
     /// Reads a counter.

@@ -329,9 +329,15 @@ impl Running {
         for (id, sink) in &config.sinks {
             let metrics = registry.register(id, "sink", sink.inner.type_name());
             let _ = metrics.buffer.set(weak[id].clone());
+            let mut input = receivers.remove(id).expect("channel per sink");
+            if let Some(buffer) = &sink.buffer {
+                let (task, rx) = crate::buffers::build(buffer, id, input, &metrics, &data_dir)?;
+                tasks.push((format!("{id}.buffer"), task));
+                input = rx;
+            }
             let ctx = SinkContext {
                 id: id.clone(),
-                input: receivers.remove(id).expect("channel per sink"),
+                input,
                 metrics,
                 data_dir: data_dir.clone(),
             };
