@@ -9,10 +9,12 @@
 //! fail the same way).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -34,11 +36,42 @@ pub fn default_max_backoff() -> DurationValue {
 
 /// Where and how to post.
 pub struct Poster {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: hyper::Uri,
+    content_type: &'static str,
     headers: BTreeMap<String, String>,
     timeout: Duration,
     max_backoff: Duration,
+}
+
+/// A connector for `http://` and `https://` (system roots, or only the CA in `ca_file`).
+fn connector(ca_file: Option<&std::path::Path>) -> Result<HttpsConnector<HttpConnector>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match ca_file {
+        None => hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider)
+            .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?,
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read `tls.ca_file` {}: {e}", path.display()))?
+            {
+                let cert = cert.map_err(|e| format!("`tls.ca_file` {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("`tls.ca_file` {}: {e}", path.display()))?;
+            }
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    Ok(builder.https_or_http().enable_http1().build())
 }
 
 /// How a post ended.
@@ -50,10 +83,10 @@ pub enum Outcome {
 }
 
 impl Poster {
-    /// A poster for `url` (`http://` only).
+    /// A poster of JSON to `url` (`http://` or `https://` with the system's CAs).
     ///
     /// # Errors
-    /// A URL that does not parse or is not `http`.
+    /// A URL that does not parse or is not HTTP.
     pub fn new(
         url: &str,
         headers: BTreeMap<String, String>,
@@ -63,10 +96,8 @@ impl Poster {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL `{url}`: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "URL `{url}`: only http:// is supported (put a TLS-terminating proxy in front)"
-            ));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("URL `{url}`: must start with http:// or https://"));
         }
         for (name, value) in &headers {
             hyper::header::HeaderName::from_bytes(name.as_bytes())
@@ -75,12 +106,30 @@ impl Poster {
                 .map_err(|_| format!("invalid value for header `{name}`"))?;
         }
         Ok(Poster {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector(None)?),
             url: uri,
+            content_type: "application/json",
             headers,
             timeout,
             max_backoff,
         })
+    }
+
+    /// The same poster sending another content type, trusting only the CA in `ca_file` when
+    /// given.
+    ///
+    /// # Errors
+    /// A CA file that cannot be read.
+    pub fn content_type(
+        mut self,
+        content_type: &'static str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Poster, String> {
+        self.content_type = content_type;
+        if ca_file.is_some() {
+            self.client = Client::builder(TokioExecutor::new()).build(connector(ca_file)?);
+        }
+        Ok(self)
     }
 
     /// A poster for sink `component`, its problems as a build error.
@@ -111,7 +160,16 @@ impl Poster {
     ) -> Outcome {
         let mut backoff = super::retry::Backoff::new(Duration::from_millis(250), self.max_backoff);
         loop {
-            match self.post(body.clone()).await {
+            let answer = self.post(body.clone()).await.map(|(status, b)| {
+                (
+                    status,
+                    String::from_utf8_lossy(&b)
+                        .chars()
+                        .take(500)
+                        .collect::<String>(),
+                )
+            });
+            match answer {
                 Ok((status, _)) if (200..300).contains(&status) => return Outcome::Accepted,
                 Ok((status, text)) if status != 429 && (400..500).contains(&status) => {
                     return Outcome::Rejected(status, text);
@@ -129,10 +187,13 @@ impl Poster {
         }
     }
 
-    /// One attempt: (status, body text).
-    async fn post(&self, body: Bytes) -> Result<(u16, String), String> {
+    /// One attempt: (status, response body).
+    ///
+    /// # Errors
+    /// No answer (transport error or timeout).
+    pub async fn post(&self, body: Bytes) -> Result<(u16, Bytes), String> {
         let mut request = hyper::Request::post(self.url.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json");
+            .header(hyper::header::CONTENT_TYPE, self.content_type);
         for (name, value) in &self.headers {
             request = request.header(name.as_str(), value.as_str());
         }
@@ -144,18 +205,13 @@ impl Poster {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status().as_u16();
-            let text = response
+            let body = response
                 .into_body()
                 .collect()
                 .await
-                .map(|b| {
-                    String::from_utf8_lossy(&b.to_bytes())
-                        .chars()
-                        .take(500)
-                        .collect()
-                })
+                .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            Ok::<_, String>((status, text))
+            Ok::<_, String>((status, body))
         };
         tokio::time::timeout(self.timeout, attempt)
             .await

@@ -8,12 +8,14 @@
 //! | `webhook` | [`webhook`] | alerts as JSON (or a Slack-compatible body) to any URL |
 //! | `store` | [`store`] | the embedded event store (SQLite), with retention |
 //! | `kafka` | [`kafka`] | JSON messages to Kafka, acknowledged by delivery reports |
+//! | `otlp` | [`otlp`] | OpenTelemetry log records over gRPC or HTTP/protobuf |
 
 pub mod alertmanager;
 pub mod console;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod otlp;
 pub mod retry;
 pub mod store;
 pub mod webhook;
@@ -38,6 +40,8 @@ pub enum SinkConfig {
     Store(store::StoreSinkConfig),
     /// `type = "kafka"`.
     Kafka(Box<kafka::KafkaSinkConfig>),
+    /// `type = "otlp"`.
+    Otlp(Box<otlp::OtlpSinkConfig>),
 }
 
 impl SinkConfig {
@@ -65,6 +69,7 @@ impl SinkConfig {
             "webhook" => SinkConfig::Webhook(webhook::WebhookSinkConfig::deserialize(de)?),
             "store" => SinkConfig::Store(store::StoreSinkConfig::deserialize(de)?),
             "kafka" => SinkConfig::Kafka(Box::new(kafka::KafkaSinkConfig::deserialize(de)?)),
+            "otlp" => SinkConfig::Otlp(Box::new(otlp::OtlpSinkConfig::deserialize(de)?)),
             _ => return Ok(None),
         }))
     }
@@ -78,6 +83,7 @@ impl SinkConfig {
             SinkConfig::Webhook(_) => "webhook",
             SinkConfig::Store(_) => "store",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Otlp(_) => "otlp",
         }
     }
 
@@ -93,6 +99,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.build(ctx),
             SinkConfig::Store(c) => c.build(ctx),
             SinkConfig::Kafka(c) => c.build(ctx),
+            SinkConfig::Otlp(c) => c.build(ctx),
         }
     }
 }
