@@ -8,6 +8,7 @@
 
 mod emit;
 pub mod file;
+pub mod kafka;
 pub mod kubernetes_events;
 
 pub use emit::{ReadError, Replay};
@@ -28,11 +29,13 @@ pub enum SourceConfig {
     Stdin(file::StdinSourceConfig),
     /// `type = "kubernetes_events"`.
     KubernetesEvents(Box<kubernetes_events::KubernetesEventsSourceConfig>),
+    /// `type = "kafka"`.
+    Kafka(Box<kafka::KafkaSourceConfig>),
 }
 
 impl SourceConfig {
     /// Every source `type`.
-    pub const TYPES: &[&str] = &["file", "stdin", "kubernetes_events"];
+    pub const TYPES: &[&str] = &["file", "stdin", "kubernetes_events", "kafka"];
 
     /// Deserialises the options of a source of type `ty`; `None` for an unknown type.
     pub(crate) fn parse(
@@ -45,6 +48,7 @@ impl SourceConfig {
             "kubernetes_events" => SourceConfig::KubernetesEvents(Box::new(
                 kubernetes_events::KubernetesEventsSourceConfig::deserialize(de)?,
             )),
+            "kafka" => SourceConfig::Kafka(Box::new(kafka::KafkaSourceConfig::deserialize(de)?)),
             _ => return Ok(None),
         }))
     }
@@ -55,6 +59,7 @@ impl SourceConfig {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
             SourceConfig::KubernetesEvents(_) => "kubernetes_events",
+            SourceConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -62,7 +67,9 @@ impl SourceConfig {
     pub fn is_replay(&self) -> bool {
         match self {
             SourceConfig::File(c) => !c.follow,
-            SourceConfig::Stdin(_) | SourceConfig::KubernetesEvents(_) => false,
+            SourceConfig::Stdin(_) | SourceConfig::KubernetesEvents(_) | SourceConfig::Kafka(_) => {
+                false
+            }
         }
     }
 
@@ -70,7 +77,9 @@ impl SourceConfig {
     pub fn input_bytes(&self) -> Option<u64> {
         match self {
             SourceConfig::File(c) => Some(c.input_bytes()),
-            SourceConfig::Stdin(_) | SourceConfig::KubernetesEvents(_) => None,
+            SourceConfig::Stdin(_) | SourceConfig::KubernetesEvents(_) | SourceConfig::Kafka(_) => {
+                None
+            }
         }
     }
 
@@ -83,6 +92,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.build(ctx),
             SourceConfig::Stdin(c) => c.build(ctx),
             SourceConfig::KubernetesEvents(c) => c.build(ctx),
+            SourceConfig::Kafka(c) => c.build(ctx),
         }
     }
 }
