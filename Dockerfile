@@ -11,6 +11,9 @@ COPY wit wit
 RUN cargo build --release --locked --bin kollate
 
 FROM debian:bookworm-slim
+# librdkafka (Kafka source and sink) links OpenSSL for TLS.
+RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /var/lib/kollate kollate \
     && mkdir -p /var/lib/kollate /etc/kollate \
     && chown kollate /var/lib/kollate

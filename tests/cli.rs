@@ -848,3 +848,33 @@ fn rejected_events_reach_the_dead_letter_output() {
         text(&v.stderr)
     );
 }
+
+#[test]
+fn the_scale_out_example_pair_is_valid_and_buffer_mistakes_name_their_key() {
+    for name in ["agent", "aggregator"] {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/scale-out/{name}.toml"));
+        kollate::config::Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let dir = Dir::new();
+    let config = dir.write(
+        "bad.toml",
+        r#"
+[sources.in]
+type = "stdin"
+[sinks.out]
+type = "console"
+inputs = ["in"]
+buffer = { type = "disk", when_full = "sometimes" }
+"#,
+    );
+    let out = kollate()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("sinks.out.buffer"), "{stderr}");
+    assert!(stderr.contains("bad.toml:8"), "{stderr}");
+}

@@ -325,14 +325,13 @@ impl KafkaSink {
 
     fn encode(&self, e: &Event, out: &mut Vec<u8>) {
         e.encode_json(out);
-        if let Some(fields) = &self.fields {
-            if let Ok(serde_json::Value::Object(mut all)) =
+        if let Some(fields) = &self.fields
+            && let Ok(serde_json::Value::Object(mut all)) =
                 serde_json::from_slice::<serde_json::Value>(out)
-            {
-                all.retain(|k, _| fields.iter().any(|f| f == k));
-                out.clear();
-                serde_json::to_writer(&mut *out, &all).expect("JSON values serialise");
-            }
+        {
+            all.retain(|k, _| fields.iter().any(|f| f == k));
+            out.clear();
+            serde_json::to_writer(&mut *out, &all).expect("JSON values serialise");
         }
     }
 
