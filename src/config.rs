@@ -525,8 +525,16 @@ fn parse_section<T>(
             },
         };
         let buffer = buffer.and_then(|v| {
+            let at = v.span();
             crate::buffers::BufferConfig::deserialize(ValueDeserializer::from(v))
-                .map_err(|e| c.de(&e, &format!("{path}.buffer")))
+                .map_err(|e| {
+                    let key = format!("{path}.buffer");
+                    match e.span() {
+                        Some(_) => c.de(&e, &key),
+                        // The tagged enum loses inner spans: point at the whole table.
+                        None => c.at(Some(at), key, e.message().trim().to_owned()),
+                    }
+                })
                 .ok()
         });
         let body = ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(rest)));

@@ -876,5 +876,5 @@ buffer = { type = "disk", when_full = "sometimes" }
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("sinks.out.buffer"), "{stderr}");
-    assert!(stderr.contains("bad.toml:8"), "{stderr}");
+    assert!(stderr.contains("bad.toml:7:"), "{stderr}");
 }
