@@ -6,7 +6,8 @@
 # Pipelines, each the best of three runs (events/s end to end: the run ends once every
 # event is acknowledged; peak RSS from /usr/bin/time -v):
 #   file -> kafka (acks=all, idempotent, lz4) into a local tansu broker (4 partitions);
-#   file -> otlp (gRPC, gzip) into tests/peers/otlp_receiver.py (counting only);
+#   file -> otlp (gRPC, gzip and uncompressed) into tests/peers/otlp_receiver.py (counting
+#   only);
 #   file -> disk buffer -> file, next to file -> file (what the buffer's write+read costs).
 # BENCH_PIPELINES="kafka otlp disk" runs a subset. Peers come from tests/peers/setup.sh.
 set -euo pipefail
@@ -72,6 +73,8 @@ for mode in ${BENCH_PIPELINES:-kafka otlp disk}; do
       sleep 1.5
       measure "file -> otlp (gRPC, gzip, 1000 per request)" "$(config otlp 'type = "otlp"' \
         "endpoint = \"http://127.0.0.1:$port\"")"
+      measure "file -> otlp (gRPC, no compression)" "$(config otlp-plain 'type = "otlp"' \
+        "endpoint = \"http://127.0.0.1:$port\"" 'compression = "none"')"
       ;;
     disk)
       measure "file -> file (no buffer)" "$(config plain 'type = "file"' \

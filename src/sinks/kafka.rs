@@ -287,11 +287,18 @@ impl KafkaSink {
             self.encode(e, &mut payload);
             key.clear();
             let has_key = self.render_key(e, &mut key);
-            let topic = self.topic.render(e);
+            let rendered;
+            let topic = match self.topic.constant() {
+                Some(t) => t,
+                None => {
+                    rendered = self.topic.render(e);
+                    rendered.as_str()
+                }
+            };
             let headers = self.render_headers(e);
             let timestamp = e.timestamp.map(|t| t.timestamp_millis());
             ComponentMetrics::add(&ctx.metrics.bytes, payload.len() as u64);
-            let mut record = FutureRecord::to(&topic).payload(&payload[..]);
+            let mut record = FutureRecord::to(topic).payload(&payload[..]);
             if has_key {
                 record = record.key(key.as_str());
             }
