@@ -2,8 +2,6 @@
 //! opentelemetry-proto classes, started here on loopback) over gRPC and HTTP/protobuf.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,27 +10,13 @@ use serde_json::Value;
 mod support;
 use support::peers::{OtlpReceiver, read_lines};
 
-/// `n` generated core/v1 events in a JSON Lines file.
-fn generated(dir: &Path, n: u64) -> PathBuf {
-    let path = dir.join("events.jsonl");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let opts = kollate::generate::GenerateOptions {
-        events: n,
-        mixed_apis: false,
-        ..Default::default()
-    };
-    kollate::generate::generate(&opts, &mut out).unwrap();
-    out.flush().unwrap();
-    path
-}
-
 #[test]
 fn records_arrive_over_grpc_and_http_with_the_collector_attributes_after_503s() {
     let dir = tempfile::tempdir().unwrap();
     // Refuses everything for the first 3 seconds: UNAVAILABLE / 503.
     let receiver = OtlpReceiver::start(dir.path(), Duration::from_secs(3));
     const N: u64 = 3000;
-    let input = generated(dir.path(), N);
+    let input = support::generated_events(dir.path(), N, false);
     let config = dir.path().join("kollate.toml");
     std::fs::write(
         &config,

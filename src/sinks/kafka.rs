@@ -314,9 +314,9 @@ impl KafkaSink {
     }
 
     /// Sends one record, retrying while the local queue is full.
-    async fn enqueue<'a>(
+    async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
         &self,
-        mut record: FutureRecord<'a, str, [u8]>,
+        mut record: FutureRecord<'_, K, [u8]>,
     ) -> rdkafka::producer::DeliveryFuture {
         loop {
             match self.producer.send_result(record) {
@@ -420,7 +420,7 @@ impl KafkaSink {
                 if let Some(ts) = m.timestamp().to_millis() {
                     record = record.timestamp(ts);
                 }
-                again.push(self.enqueue_bytes(record).await);
+                again.push(self.enqueue(record).await);
             }
             failed = Vec::new();
             for report in futures::future::join_all(again).await {
@@ -437,22 +437,6 @@ impl KafkaSink {
         ComponentMetrics::add(&ctx.metrics.events_out, delivered);
         ctx.metrics.batch_latency.observe(started.elapsed());
         drop(batch);
-    }
-
-    /// [`KafkaSink::enqueue`] for records whose key is bytes (re-sent messages).
-    async fn enqueue_bytes<'a>(
-        &self,
-        mut record: FutureRecord<'a, [u8], [u8]>,
-    ) -> rdkafka::producer::DeliveryFuture {
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return delivery,
-                Err((_, back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
     }
 
     fn reject(&self, ctx: &SinkContext, error: &KafkaError, message: &OwnedMessage) {

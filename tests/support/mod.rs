@@ -44,3 +44,18 @@ pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// `n` generated events (`kollate generate`) in `dir/events.jsonl`; `mixed_apis` writes a
+/// share in the events.k8s.io/v1 shape.
+pub fn generated_events(dir: &Path, n: u64, mixed_apis: bool) -> PathBuf {
+    let path = dir.join("events.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = kollate::generate::GenerateOptions {
+        events: n,
+        mixed_apis,
+        ..Default::default()
+    };
+    kollate::generate::generate(&opts, &mut out).unwrap();
+    out.flush().unwrap();
+    path
+}
