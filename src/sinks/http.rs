@@ -44,8 +44,12 @@ pub struct Poster {
     max_backoff: Duration,
 }
 
-/// A connector for `http://` and `https://` (system roots, or only the CA in `ca_file`).
-fn connector(ca_file: Option<&std::path::Path>) -> Result<HttpsConnector<HttpConnector>, String> {
+/// A connector for `http://` and `https://` (system roots, or only the CA in `ca_file`);
+/// `http2` speaks HTTP/2 only (prior knowledge on `http://`, ALPN `h2` on `https://`).
+fn connector(
+    ca_file: Option<&std::path::Path>,
+    http2: bool,
+) -> Result<HttpsConnector<HttpConnector>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = match ca_file {
         None => hyper_rustls::HttpsConnectorBuilder::new()
@@ -71,7 +75,24 @@ fn connector(ca_file: Option<&std::path::Path>) -> Result<HttpsConnector<HttpCon
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
     };
-    Ok(builder.https_or_http().enable_http1().build())
+    let builder = builder.https_or_http();
+    Ok(if http2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    })
+}
+
+/// A receiver's answer.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: hyper::HeaderMap,
+    /// Response body.
+    pub body: Bytes,
+    /// Trailers (gRPC puts its status there).
+    pub trailers: Option<hyper::HeaderMap>,
 }
 
 /// How a post ended.
@@ -106,7 +127,7 @@ impl Poster {
                 .map_err(|_| format!("invalid value for header `{name}`"))?;
         }
         Ok(Poster {
-            client: Client::builder(TokioExecutor::new()).build(connector(None)?),
+            client: Client::builder(TokioExecutor::new()).build(connector(None, false)?),
             url: uri,
             content_type: "application/json",
             headers,
@@ -116,7 +137,7 @@ impl Poster {
     }
 
     /// The same poster sending another content type, trusting only the CA in `ca_file` when
-    /// given.
+    /// given, over HTTP/2 only when `http2`.
     ///
     /// # Errors
     /// A CA file that cannot be read.
@@ -124,10 +145,13 @@ impl Poster {
         mut self,
         content_type: &'static str,
         ca_file: Option<&std::path::Path>,
+        http2: bool,
     ) -> Result<Poster, String> {
         self.content_type = content_type;
-        if ca_file.is_some() {
-            self.client = Client::builder(TokioExecutor::new()).build(connector(ca_file)?);
+        if ca_file.is_some() || http2 {
+            self.client = Client::builder(TokioExecutor::new())
+                .http2_only(http2)
+                .build(connector(ca_file, http2)?);
         }
         Ok(self)
     }
@@ -160,14 +184,9 @@ impl Poster {
     ) -> Outcome {
         let mut backoff = super::retry::Backoff::new(Duration::from_millis(250), self.max_backoff);
         loop {
-            let answer = self.post(body.clone()).await.map(|(status, b)| {
-                (
-                    status,
-                    String::from_utf8_lossy(&b)
-                        .chars()
-                        .take(500)
-                        .collect::<String>(),
-                )
+            let answer = self.post(body.clone()).await.map(|a| {
+                let text: String = String::from_utf8_lossy(&a.body).chars().take(500).collect();
+                (a.status, text)
             });
             match answer {
                 Ok((status, _)) if (200..300).contains(&status) => return Outcome::Accepted,
@@ -191,7 +210,7 @@ impl Poster {
     ///
     /// # Errors
     /// No answer (transport error or timeout).
-    pub async fn post(&self, body: Bytes) -> Result<(u16, Bytes), String> {
+    pub async fn post(&self, body: Bytes) -> Result<Answer, String> {
         let mut request = hyper::Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, self.content_type);
         for (name, value) in &self.headers {
@@ -205,13 +224,19 @@ impl Poster {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status().as_u16();
-            let body = response
+            let headers = response.headers().clone();
+            let collected = response
                 .into_body()
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, String>((status, body))
+                .map_err(|e| e.to_string())?;
+            let trailers = collected.trailers().cloned();
+            Ok::<_, String>(Answer {
+                status,
+                headers,
+                body: collected.to_bytes(),
+                trailers,
+            })
         };
         tokio::time::timeout(self.timeout, attempt)
             .await
