@@ -253,10 +253,10 @@ impl OtlpSink {
     /// acknowledges it.
     async fn deliver(&self, id: &str, batch: Batch, metrics: &ComponentMetrics) {
         let started = Instant::now();
-        let request = self.request(&batch.events);
+        let body = self.body(&self.request(&batch.events));
         let mut backoff = Backoff::new(Duration::from_millis(250), self.max_backoff);
         loop {
-            match self.attempt(&request).await {
+            match self.attempt(body.clone()).await {
                 Attempt::Accepted(rejected) => {
                     metrics.reachable();
                     let rejected = rejected.clamp(0, batch.len() as i64) as u64;
@@ -294,7 +294,8 @@ impl OtlpSink {
         }
     }
 
-    async fn attempt(&self, request: &ExportLogsServiceRequest) -> Attempt {
+    /// The request body: protobuf, gzipped if asked, framed as a gRPC message for gRPC.
+    fn body(&self, request: &ExportLogsServiceRequest) -> hyper::body::Bytes {
         let mut body = request.encode_to_vec();
         if self.gzip {
             body = gzip(&body);
@@ -307,7 +308,11 @@ impl OtlpSink {
             frame.extend_from_slice(&body);
             body = frame;
         }
-        let answer = match self.poster.post(body.into()).await {
+        body.into()
+    }
+
+    async fn attempt(&self, body: hyper::body::Bytes) -> Attempt {
+        let answer = match self.poster.post(body).await {
             Ok(answer) => answer,
             Err(e) => return Attempt::Retry(e),
         };
@@ -332,16 +337,18 @@ impl OtlpSink {
     fn request(&self, events: &[Event]) -> ExportLogsServiceRequest {
         let observed = now_nanos();
         let mut resource_logs: Vec<ResourceLogs> = Vec::new();
-        let mut last: Option<Vec<KeyValue>> = None;
         for e in events {
             let resource = self.resource_attributes(e);
             let record = log_record(e, observed);
-            if last.as_ref() == Some(&resource) {
-                let rl = resource_logs.last_mut().expect("pushed with last");
+            if let Some(rl) = resource_logs.last_mut()
+                && rl
+                    .resource
+                    .as_ref()
+                    .is_some_and(|r| r.attributes == resource)
+            {
                 rl.scope_logs[0].log_records.push(record);
                 continue;
             }
-            last = Some(resource.clone());
             resource_logs.push(ResourceLogs {
                 resource: Some(Resource {
                     attributes: resource,
@@ -402,7 +409,12 @@ fn log_record(e: &Event, observed: u64) -> LogRecord {
         kv("k8s.event.reporting_controller", &e.reporting_controller),
     ];
     if let Some(start) = e.first_timestamp.or(e.event_time) {
-        attributes.push(kv("k8s.event.start_time", &start.to_rfc3339()));
+        let mut buf = [0u8; 40];
+        let n = crate::event::format_time(&start, &mut buf);
+        attributes.push(kv(
+            "k8s.event.start_time",
+            std::str::from_utf8(&buf[..n]).unwrap_or_default(),
+        ));
     }
     if e.count > 0 {
         attributes.push(KeyValue {
