@@ -5,7 +5,8 @@
 #
 # Pipelines, each the best of three runs (events/s end to end: the run ends once every
 # event is acknowledged; peak RSS from /usr/bin/time -v):
-#   file -> kafka (acks=all, idempotent, lz4) into a local tansu broker (4 partitions);
+#   file -> kafka (acks=all, idempotent, lz4 and uncompressed) into a local tansu broker
+#   (4 partitions);
 #   file -> otlp (gRPC, gzip and uncompressed) into tests/peers/otlp_receiver.py (counting
 #   only);
 #   file -> disk buffer -> file, next to file -> file (what the buffer's write+read costs).
@@ -65,6 +66,8 @@ for mode in ${BENCH_PIPELINES:-kafka otlp disk}; do
       "$VENV/bin/tansu" topic create --broker "tcp://127.0.0.1:$port" --partitions 4 bench >/dev/null 2>&1 || true
       measure "file -> kafka (acks=all, idempotent, lz4)" "$(config kafka 'type = "kafka"' \
         "bootstrap_servers = \"127.0.0.1:$port\"" 'topic = "bench"' 'compression = "lz4"')"
+      measure "file -> kafka (acks=all, idempotent, uncompressed)" "$(config kafka-plain \
+        'type = "kafka"' "bootstrap_servers = \"127.0.0.1:$port\"" 'topic = "bench"')"
       ;;
     otlp)
       port=$(free_port)
