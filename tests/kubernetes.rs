@@ -199,7 +199,7 @@ fn every_change_arrives_exactly_once_through_dropped_connections_and_410s() {
     }
     // Every object arrives in its latest state; what was streamed arrives change by change.
     let final_counts: HashMap<String, u64> = changes.iter().cloned().collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let latest_arrived = |received: &[serde_json::Value]| {
         let mut latest: HashMap<String, u64> = HashMap::new();
         for e in received {
@@ -211,10 +211,13 @@ fn every_change_arrives_exactly_once_through_dropped_connections_and_410s() {
         latest == final_counts
     };
     while !latest_arrived(&h.received()) {
-        assert!(
-            Instant::now() < deadline,
-            "not every object arrived in its latest state"
-        );
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(h.path("kollate.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+            panic!(
+                "not every object arrived in its latest state; kollate's last lines (newest first):\n{tail}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(700));
