@@ -45,7 +45,6 @@ type = "otlp"
 inputs = ["classify"]
 protocol = "http"
 endpoint = "http://127.0.0.1:{http}"
-compression = "none"
 cluster_name = "prod-eu"
 headers = {{ authorization = "Bearer s3cret" }}
 "#,
