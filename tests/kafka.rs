@@ -2,7 +2,7 @@
 //! loopback), checked by an independent consumer (Python confluent-kafka).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,36 +56,21 @@ fn identity_and_key(event: &Value) -> ((String, String), String) {
 
 #[test]
 fn kafka_sink_delivers_every_event_keeping_order_per_key() {
+    let _serial = serial();
     let broker = Broker::start();
     broker.create_topic("k8s-events", 4);
     let dir = tempfile::tempdir().unwrap();
     const N: usize = 100_000;
     let input = support::generated_events(dir.path(), N as u64, true);
-    let config = dir.path().join("kollate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-data_dir = "{data}"
-
-[sources.recorded]
-type = "file"
-paths = ["{input}"]
-
-[sinks.kafka]
-type = "kafka"
-inputs = ["recorded"]
-bootstrap_servers = "{bootstrap}"
-topic = "k8s-events"
-compression = "lz4"
-headers = {{ "kollate-reason" = "{{reason}}" }}
-"#,
-            data = dir.path().join("data").display(),
-            input = input.display(),
-            bootstrap = broker.bootstrap(),
-        ),
-    )
-    .unwrap();
+    let config = agent_config(
+        &broker,
+        dir.path(),
+        &input,
+        "k8s-events",
+        "",
+        r#"compression = "lz4"
+headers = { "kollate-reason" = "{reason}" }"#,
+    );
     let out = run(&config);
     assert!(
         out.status.success(),
@@ -173,8 +158,16 @@ fn lines_of(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Fills `topic` with the events of `input` through kollate's kafka sink.
-fn publish(broker: &Broker, dir: &Path, input: &Path, topic: &str) {
+/// A config that reads `input` (the file source, plus `source_options`) into a kafka sink
+/// on `topic` (plus `sink_options`), with its data under `dir/data`.
+fn agent_config(
+    broker: &Broker,
+    dir: &Path,
+    input: &Path,
+    topic: &str,
+    source_options: &str,
+    sink_options: &str,
+) -> PathBuf {
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,
@@ -184,18 +177,26 @@ data_dir = "{data}"
 [sources.recorded]
 type = "file"
 paths = ["{input}"]
+{source_options}
 [sinks.kafka]
 type = "kafka"
 inputs = ["recorded"]
 bootstrap_servers = "{bootstrap}"
 topic = "{topic}"
+{sink_options}
 "#,
-            data = dir.join("agent-data").display(),
+            data = dir.join("data").display(),
             input = input.display(),
             bootstrap = broker.bootstrap(),
         ),
     )
     .unwrap();
+    config
+}
+
+/// Fills `topic` with the events of `input` through kollate's kafka sink.
+fn publish(broker: &Broker, dir: &Path, input: &Path, topic: &str) {
+    let config = agent_config(broker, dir, input, topic, "", "");
     let out = run(&config);
     assert!(
         out.status.success(),
@@ -204,14 +205,37 @@ topic = "{topic}"
     );
 }
 
+/// Starts kollate in the background; its log goes next to the config (`NAME.log`).
 fn spawn(config: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
     kollate()
         .args(["run", "--no-progress", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// The last lines kollate logged for `config`, for failure messages.
+fn log_tail(config: &Path) -> String {
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// One test at a time: they start brokers and pipelines that would otherwise compete for
+/// the machine's two cores (and consumer group sessions time out under that load).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn terminate(child: &mut std::process::Child) {
@@ -223,6 +247,7 @@ fn terminate(child: &mut std::process::Child) {
 
 #[test]
 fn kafka_source_commits_only_acknowledged_offsets_and_loses_nothing_to_kill_9() {
+    let _serial = serial();
     let broker = Broker::start();
     broker.create_topic("agents", 3);
     let dir = tempfile::tempdir().unwrap();
@@ -277,8 +302,9 @@ path = "{out}"
         }
         assert!(
             Instant::now() < deadline,
-            "after kill -9 and restart only {} of {N} events arrived",
-            got.len()
+            "after kill -9 and restart only {} of {N} events arrived; kollate's log:\n{}",
+            got.len(),
+            log_tail(&config)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -304,6 +330,7 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 
 #[test]
 fn a_30_second_broker_outage_loses_nothing_and_the_disk_buffer_drains() {
+    let _serial = serial();
     let broker_port = support::peers::free_port();
     let proxy = Proxy::start(0, broker_port);
     let broker = Broker::start_advertising(broker_port, proxy.port);
@@ -312,28 +339,14 @@ fn a_30_second_broker_outage_loses_nothing_and_the_disk_buffer_drains() {
     const N: usize = 100_000;
     let input = support::generated_events(dir.path(), N as u64, true);
     let data = dir.path().join("data");
-    let config = dir.path().join("kollate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-data_dir = "{data}"
-[sources.recorded]
-type = "file"
-paths = ["{input}"]
-[sinks.kafka]
-type = "kafka"
-inputs = ["recorded"]
-bootstrap_servers = "{bootstrap}"
-topic = "outage"
-buffer = {{ type = "disk", max_size = "512MiB" }}
-"#,
-            data = data.display(),
-            input = input.display(),
-            bootstrap = broker.bootstrap(),
-        ),
-    )
-    .unwrap();
+    let config = agent_config(
+        &broker,
+        dir.path(),
+        &input,
+        "outage",
+        "",
+        r#"buffer = { type = "disk", max_size = "512MiB" }"#,
+    );
     let mut child = spawn(&config);
     let pid = child.id();
     // Let some events through, then cut the network for 30 s.
@@ -389,35 +402,20 @@ buffer = {{ type = "disk", max_size = "512MiB" }}
 
 #[test]
 fn kill_9_at_random_points_with_a_disk_buffer_loses_nothing() {
+    let _serial = serial();
     let broker = Broker::start();
     broker.create_topic("crashy", 2);
     let dir = tempfile::tempdir().unwrap();
     const N: usize = 30_000;
     let input = support::generated_events(dir.path(), N as u64, true);
-    let config = dir.path().join("kollate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-data_dir = "{data}"
-[sources.recorded]
-type = "file"
-paths = ["{input}"]
-checkpoint = true
-batch_size = 100
-[sinks.kafka]
-type = "kafka"
-inputs = ["recorded"]
-bootstrap_servers = "{bootstrap}"
-topic = "crashy"
-buffer = {{ type = "disk", max_size = "64MiB", sync_interval = "50ms" }}
-"#,
-            data = dir.path().join("data").display(),
-            input = input.display(),
-            bootstrap = broker.bootstrap(),
-        ),
-    )
-    .unwrap();
+    let config = agent_config(
+        &broker,
+        dir.path(),
+        &input,
+        "crashy",
+        "checkpoint = true\nbatch_size = 100",
+        r#"buffer = { type = "disk", max_size = "64MiB", sync_interval = "50ms" }"#,
+    );
     // Kill it three times at random moments, then let it finish.
     let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(std::process::id());
     for _ in 0..3 {

@@ -4,12 +4,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::fake_apiserver::{FakeApiServer, core_event, events_v1_event};
-use support::http_get;
+use support::{http_get, read_lines};
 
 unsafe extern "C" {
     #[link_name = "kill"]
@@ -111,16 +111,6 @@ impl Harness {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// The complete lines of a file (a line being written may be seen half-way).
-fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 impl Harness {

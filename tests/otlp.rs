@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod support;
-use support::peers::{OtlpReceiver, read_lines};
+use support::peers::OtlpReceiver;
+use support::read_lines;
 
 #[test]
 fn records_arrive_over_grpc_and_http_with_the_collector_attributes_after_503s() {

@@ -36,6 +36,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::config::{ByteSize, DurationValue};
 use crate::event::Event;
 use crate::metrics::ComponentMetrics;
+use crate::template::Field;
 use crate::topology::{BuildError, SinkContext, Task};
 
 /// How much of an existing file's end `idempotent` reads back when it first touches it.
@@ -91,18 +92,6 @@ enum Piece {
     Time(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Field {
-    Namespace,
-    Kind,
-    Name,
-    Reason,
-    Type,
-    Severity,
-    Category,
-    Host,
-}
-
 /// A parsed path template.
 #[derive(Debug, Clone)]
 struct Template(Vec<Piece>);
@@ -118,21 +107,11 @@ impl Template {
                     .find('}')
                     .ok_or_else(|| format!("unclosed `{{` in path `{text}`"))?;
                 let name = &rest[1..end];
-                let field = match name {
-                    "namespace" => Field::Namespace,
-                    "kind" => Field::Kind,
-                    "name" => Field::Name,
-                    "reason" => Field::Reason,
-                    "type" => Field::Type,
-                    "severity" => Field::Severity,
-                    "category" => Field::Category,
-                    "host" => Field::Host,
-                    other => {
-                        return Err(format!(
-                            "unknown field `{{{other}}}` in path; use namespace, kind, name, reason, type, severity, category or host"
-                        ));
-                    }
-                };
+                let field = Field::parse(name).ok_or_else(|| {
+                    format!(
+                        "unknown field `{{{name}}}` in path; use namespace, kind, name, reason, type, severity, category, host, count, correlation_id, uid or resource_version"
+                    )
+                })?;
                 if !literal.is_empty() {
                     pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                 }
@@ -179,26 +158,18 @@ impl Template {
                     let _ = write!(out, "{}", time.format(spec));
                 }
                 Piece::Field(f) => {
-                    let value = match f {
-                        Field::Namespace => crate::condition::namespace_of(e),
-                        Field::Kind => &e.object.kind,
-                        Field::Name => &e.object.name,
-                        Field::Reason => &e.reason,
-                        Field::Type => &e.event_type,
-                        Field::Severity => e.severity.map_or("", |s| s.as_str()),
-                        Field::Category => e.category.map_or("", |c| c.as_str()),
-                        Field::Host => &e.host,
-                    };
+                    let start = out.len();
+                    f.render(e, out);
                     // Keep values from escaping the directory or making hidden files.
-                    let safe = if value.is_empty() { "_" } else { value };
-                    out.extend(safe.chars().map(|c| {
-                        if c == '/' || c == '\\' || c == '\0' {
-                            '_'
-                        } else {
-                            c
-                        }
-                    }));
-                    if safe.starts_with('.') {
+                    const UNSAFE: [char; 3] = ['/', '\\', '\0'];
+                    if out.len() == start {
+                        out.push('_');
+                    } else if out[start..].contains(UNSAFE) {
+                        let safe = out[start..].replace(UNSAFE, "_");
+                        out.truncate(start);
+                        out.push_str(&safe);
+                    }
+                    if out[start..].starts_with('.') {
                         out.push('_');
                     }
                 }

@@ -59,3 +59,14 @@ pub fn generated_events(dir: &Path, n: u64, mixed_apis: bool) -> PathBuf {
     out.flush().unwrap();
     path
 }
+
+/// The complete JSON lines of a file (a line being written may be seen half-way; nothing
+/// when the file does not exist).
+pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::read_lines;
+
 /// The peers' venv, created on first use (`tests/peers/setup.sh`, ~15 s cold).
 pub fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
@@ -318,14 +320,4 @@ impl Drop for OtlpReceiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// JSON Lines of a file (nothing when it does not exist).
-pub fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
