@@ -1,30 +1,56 @@
 //! The embedded event store: SQLite (bundled, WAL), written by the `store` sink, read by
-//! `kollate query` and `kollate aggregate`.
+//! `kollate query`, `kollate aggregate`, the HTTP API and the report.
 //!
-//! One table of events (incident, pattern and alert records included: they are events),
-//! with the fields people filter on as indexed columns and the whole event as JSON; one table
-//! of incidents, each row the incident's latest state. An event is stored once per
-//! `uid` + `resource_version` (a replay or a restart writes nothing twice).
+//! The layout (schema version 2) is chosen for ingest speed and long retention:
+//! - `events`: one row per stored event (incident, pattern and alert records included: they
+//!   are events) with the fields people filter on as columns and where its JSON lives;
+//!   indexed by time, namespace + time, name + time, node + time and correlation id. An event
+//!   is stored once per `uid` + `resource_version` (a unique 128-bit hash of the pair), so a
+//!   replay or a restart writes nothing twice.
+//! - `blocks`: the events' JSON, up to 64 events per row, zstd-compressed (JSON Lines of
+//!   events compress about sixfold together, under twofold one by one). A block holds events
+//!   of one severity, so per-severity retention frees whole blocks, and counts its live events.
+//! - `rollup`: event records and occurrences per minute and namespace, kind, node, reason,
+//!   type, severity and category, kept in the same transaction as the events. Group-bys on
+//!   those fields read it, plus the events of the partial minutes at the edges of the time
+//!   range, instead of every event.
+//! - `incidents`: each incident's latest state.
 //!
 //! Retention deletes in small chunks (never holding the write lock for long): rows older
 //! than `max_age` (or their severity's own age), then the oldest rows while the file is over
-//! `max_size`; freed pages are returned to the file system (`auto_vacuum = incremental`).
+//! `max_size`; the rollup and the blocks follow in the same transaction, and freed pages are
+//! returned to the file system (`auto_vacuum = incremental`).
 
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::types::Value;
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params, params_from_iter,
+};
 
-use crate::event::{Event, Severity, Timestamp};
+use crate::event::{Event, Severity, Str, Timestamp};
 
 /// Rows deleted per retention step.
 const DELETE_CHUNK: i64 = 5_000;
+/// Events per compressed block of JSON.
+const BLOCK_EVENTS: usize = 64;
+/// zstd level of the blocks (the fastest regular level: ~6× on event JSON at ~400 MB/s).
+const BLOCK_LEVEL: i32 = 1;
+/// Decompressed blocks a query keeps at hand (results come in time order, so neighbours
+/// share blocks).
+const BLOCK_CACHE: usize = 32;
+/// The rollup's time resolution.
+const MINUTE_MS: i64 = 60_000;
+/// `PRAGMA user_version` of the layout below.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
-    uid TEXT NOT NULL,
-    resource_version TEXT NOT NULL,
+    identity BLOB,
     ts INTEGER NOT NULL,
     namespace TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -37,17 +63,33 @@ CREATE TABLE IF NOT EXISTS events (
     correlation_id TEXT,
     count INTEGER NOT NULL,
     message TEXT NOT NULL,
-    json TEXT NOT NULL
+    block INTEGER NOT NULL,
+    slot INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_identity ON events(uid, resource_version) WHERE uid <> '';
+CREATE UNIQUE INDEX IF NOT EXISTS events_identity ON events(identity);
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_namespace_ts ON events(namespace, ts);
-CREATE INDEX IF NOT EXISTS events_object ON events(kind, name);
-CREATE INDEX IF NOT EXISTS events_node ON events(node, ts);
-CREATE INDEX IF NOT EXISTS events_reason ON events(reason, ts);
-CREATE INDEX IF NOT EXISTS events_severity ON events(severity, ts);
-CREATE INDEX IF NOT EXISTS events_category ON events(category, ts);
+CREATE INDEX IF NOT EXISTS events_name_ts ON events(name, ts);
+CREATE INDEX IF NOT EXISTS events_node_ts ON events(node, ts);
 CREATE INDEX IF NOT EXISTS events_correlation ON events(correlation_id) WHERE correlation_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY,
+    live INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollup (
+    minute INTEGER NOT NULL,
+    namespace TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    node TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    category TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    occurrences INTEGER NOT NULL,
+    PRIMARY KEY (minute, namespace, kind, node, reason, type, severity, category)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -60,20 +102,32 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen);
 ";
 
+/// The event columns the rollup keeps, in its key order.
+const ROLLUP_COLUMNS: [&str; 7] = [
+    "namespace",
+    "kind",
+    "node",
+    "reason",
+    "type",
+    "severity",
+    "category",
+];
+
 /// The store could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("event store {path}: {source}")]
 pub struct StoreError {
     /// The database file.
     pub path: String,
-    /// What SQLite said.
-    pub source: rusqlite::Error,
+    /// What went wrong (SQLite's error, a block that does not decompress, an old layout).
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// An open store.
 pub struct Store {
     conn: Connection,
     path: String,
+    compressor: zstd::bulk::Compressor<'static>,
 }
 
 /// How long rows are kept.
@@ -117,19 +171,23 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// The WHERE clause and its parameters.
-    fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
-        use rusqlite::types::Value;
-        let mut clauses: Vec<String> = Vec::new();
-        let mut values: Vec<Value> = Vec::new();
+    /// The WHERE clause (empty, or starting with " WHERE") and its parameters.
+    fn sql(&self) -> (String, Vec<Value>) {
+        let (mut clauses, mut values) = (Vec::new(), Vec::new());
         if let Some(t) = self.since {
-            clauses.push("ts >= ?".into());
+            clauses.push("ts >= ?".to_owned());
             values.push(Value::Integer(t.timestamp_millis()));
         }
         if let Some(t) = self.until {
-            clauses.push("ts < ?".into());
+            clauses.push("ts < ?".to_owned());
             values.push(Value::Integer(t.timestamp_millis()));
         }
+        self.field_clauses(&mut clauses, &mut values);
+        (where_clause(&clauses), values)
+    }
+
+    /// Conditions on everything but time.
+    fn field_clauses(&self, clauses: &mut Vec<String>, values: &mut Vec<Value>) {
         let exact = [
             ("namespace", &self.namespace),
             ("kind", &self.kind),
@@ -171,12 +229,19 @@ impl Filter {
                 .replace('_', "\\_");
             values.push(Value::Text(format!("%{escaped}%")));
         }
-        let sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        };
-        (sql, values)
+    }
+
+    /// Whether the rollup can answer: no condition on a field it does not keep.
+    fn fits_rollup(&self) -> bool {
+        self.name.is_none() && self.correlation_id.is_none() && self.search.is_none()
+    }
+}
+
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
     }
 }
 
@@ -262,17 +327,137 @@ pub struct AggregateRow {
     pub occurrences: u64,
 }
 
+/// A rollup row's key: the minute and the [`ROLLUP_COLUMNS`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RollupKey {
+    minute: i64,
+    fields: [Str; 7],
+}
+
+impl RollupKey {
+    fn of(e: &Event, ts: i64) -> RollupKey {
+        RollupKey {
+            minute: minute_of(ts),
+            fields: [
+                Str::from(crate::condition::namespace_of(e)),
+                e.object.kind.clone(),
+                e.host.clone(),
+                e.reason.clone(),
+                e.event_type.clone(),
+                Str::from(e.severity.map_or("", Severity::as_str)),
+                Str::from(e.category.map_or("", |c| c.as_str())),
+            ],
+        }
+    }
+
+    /// From a row holding `ts` and then the [`ROLLUP_COLUMNS`], from column `first` on.
+    fn from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<RollupKey> {
+        let field = |i: usize| r.get::<_, String>(first + 1 + i).map(Str::from);
+        Ok(RollupKey {
+            minute: minute_of(r.get(first)?),
+            fields: [
+                field(0)?,
+                field(1)?,
+                field(2)?,
+                field(3)?,
+                field(4)?,
+                field(5)?,
+                field(6)?,
+            ],
+        })
+    }
+}
+
+/// Event records and occurrences to add to (or take from) the rollup.
+type RollupDeltas = HashMap<RollupKey, (i64, i64)>;
+
+fn minute_of(ts: i64) -> i64 {
+    ts.div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// Adds `deltas` to the rollup, removing rows that fall to zero.
+fn apply_rollup(tx: &Transaction<'_>, deltas: RollupDeltas) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO rollup (minute, namespace, kind, node, reason, type, severity, category, events, occurrences)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT DO UPDATE SET events = events + excluded.events,
+           occurrences = occurrences + excluded.occurrences",
+    )?;
+    let mut emptied = tx.prepare_cached(
+        "DELETE FROM rollup WHERE minute = ?1 AND namespace = ?2 AND kind = ?3 AND node = ?4
+           AND reason = ?5 AND type = ?6 AND severity = ?7 AND category = ?8 AND events <= 0",
+    )?;
+    for (key, (events, occurrences)) in deltas {
+        let [a, b, c, d, e, f, g] = key.fields.each_ref().map(Str::as_str);
+        upsert.execute(params![
+            key.minute,
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            g,
+            events,
+            occurrences
+        ])?;
+        if events < 0 {
+            emptied.execute(params![key.minute, a, b, c, d, e, f, g])?;
+        }
+    }
+    Ok(())
+}
+
+/// The JSON Lines of up to [`BLOCK_EVENTS`] events of one severity, being filled.
+struct Block {
+    id: i64,
+    severity: Option<Severity>,
+    lines: Vec<u8>,
+    events: i64,
+}
+
+impl Block {
+    /// Compresses and writes the block if it holds anything, and starts the next one.
+    fn flush(
+        &mut self,
+        tx: &Transaction<'_>,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.events > 0 {
+            let data = compressor.compress(&self.lines)?;
+            tx.prepare_cached("INSERT INTO blocks (id, live, data) VALUES (?1, ?2, ?3)")?
+                .execute(params![self.id, self.events, data])?;
+            self.id += 1;
+            self.events = 0;
+            self.lines.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The 128-bit identity of an event with a uid: a hash of uid and resource version.
+fn identity(e: &Event) -> Option<[u8; 16]> {
+    if e.uid.is_empty() {
+        return None;
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(e.uid.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(e.resource_version.as_bytes());
+    Some(hasher.digest128().to_le_bytes())
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     ///
     /// # Errors
-    /// A file that is not a database, is locked by another writer for longer than the busy
-    /// timeout, or cannot be created.
+    /// A file that is not a database, holds an older kollate layout, is locked by another
+    /// writer for longer than the busy timeout, or cannot be created.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let name = path.display().to_string();
-        let failed = |source| StoreError {
+        let failed = |source: rusqlite::Error| StoreError {
             path: name.clone(),
-            source,
+            source: source.into(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
@@ -295,8 +480,37 @@ impl Store {
             .map_err(failed)?;
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(failed)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(failed)?;
+        let has_events: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'events')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(failed)?;
+        if has_events && version != SCHEMA_VERSION {
+            return Err(StoreError {
+                path: name,
+                source: format!(
+                    "written by another version of kollate (store layout {version}, this one reads {SCHEMA_VERSION}); move it aside and kollate starts a new one"
+                )
+                .into(),
+            });
+        }
         conn.execute_batch(SCHEMA).map_err(failed)?;
-        Ok(Store { conn, path: name })
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(failed)?;
+        let compressor = zstd::bulk::Compressor::new(BLOCK_LEVEL).map_err(|e| StoreError {
+            path: name.clone(),
+            source: e.into(),
+        })?;
+        Ok(Store {
+            conn,
+            path: name,
+            compressor,
+        })
     }
 
     /// Opens an existing store for reading.
@@ -311,10 +525,10 @@ impl Store {
         Ok(store)
     }
 
-    fn failed(&self, source: rusqlite::Error) -> StoreError {
+    fn failed(&self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
         StoreError {
             path: self.path.clone(),
-            source,
+            source: source.into(),
         }
     }
 
@@ -326,92 +540,20 @@ impl Store {
         &mut self,
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction().map_err(|e| StoreError {
+        let mut events: Vec<&Event> = events.into_iter().collect();
+        // Blocks hold one severity each (a stable sort keeps time order within one).
+        events.sort_by_key(|e| e.severity);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        let added = write_events(&tx, &mut self.compressor, &events).map_err(|e| StoreError {
             path: self.path.clone(),
             source: e,
         })?;
-        let mut added = 0;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO events (uid, resource_version, ts, namespace, kind, name, node, reason, type, severity, category, correlation_id, count, message, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )
-                .map_err(|e| StoreError { path: self.path.clone(), source: e })?;
-            let mut incident = tx
-                .prepare_cached(
-                    "INSERT INTO incidents (id, status, severity, summary, first_seen, last_seen, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(id) DO UPDATE SET status = excluded.status, severity = excluded.severity,
-                       summary = excluded.summary, first_seen = excluded.first_seen,
-                       last_seen = excluded.last_seen, json = excluded.json",
-                )
-                .map_err(|e| StoreError { path: self.path.clone(), source: e })?;
-            let mut json = Vec::with_capacity(1024);
-            for e in events {
-                json.clear();
-                e.encode_json(&mut json);
-                let text = String::from_utf8_lossy(&json);
-                let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
-                let namespace = crate::condition::namespace_of(e);
-                added += insert
-                    .execute(params![
-                        e.uid.as_str(),
-                        e.resource_version.as_str(),
-                        ts,
-                        namespace,
-                        e.object.kind.as_str(),
-                        e.object.name.as_str(),
-                        e.host.as_str(),
-                        e.reason.as_str(),
-                        e.event_type.as_str(),
-                        e.severity.map_or("", Severity::as_str),
-                        e.category.map_or("", |c| c.as_str()),
-                        e.correlation_id.as_deref(),
-                        e.occurrences() as i64,
-                        e.message.as_str(),
-                        text.as_ref(),
-                    ])
-                    .map_err(|e| StoreError {
-                        path: self.path.clone(),
-                        source: e,
-                    })?;
-                if let Some(i) = e
-                    .incident
-                    .as_ref()
-                    .filter(|i| i.summary.starts_with("merged into "))
-                {
-                    // Folded into another incident: it no longer stands on its own.
-                    tx.execute(
-                        "DELETE FROM incidents WHERE id = ?1",
-                        params![i.id.as_str()],
-                    )
-                    .map_err(|e| StoreError {
-                        path: self.path.clone(),
-                        source: e,
-                    })?;
-                } else if let Some(i) = &e.incident {
-                    let status = serde_json::to_value(i.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    incident
-                        .execute(params![
-                            i.id.as_str(),
-                            status,
-                            i.severity.as_str(),
-                            i.summary,
-                            i.first_seen.map(|t| t.timestamp_millis()),
-                            i.last_seen.map(|t| t.timestamp_millis()),
-                            serde_json::to_string(i).unwrap_or_default(),
-                        ])
-                        .map_err(|e| StoreError {
-                            path: self.path.clone(),
-                            source: e,
-                        })?;
-                }
-            }
-        }
         tx.commit().map_err(|e| self.failed(e))?;
         Ok(added)
     }
@@ -428,22 +570,16 @@ impl Store {
         };
         let mut deleted = 0;
         for (severity, age) in &retention.by_severity {
-            deleted += self
-                .conn
-                .execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE severity = ?1 AND ts < ?2 LIMIT ?3)",
-                    params![severity.as_str(), cutoff(*age), DELETE_CHUNK],
-                )
-                .map_err(|e| self.failed(e))?;
+            deleted += self.delete(
+                "SELECT id FROM events WHERE severity = ?1 AND ts < ?2 LIMIT ?3",
+                params![severity.as_str(), cutoff(*age), DELETE_CHUNK],
+            )?;
         }
         if let Some(age) = retention.max_age {
-            deleted += self
-                .conn
-                .execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ?1 LIMIT ?2)",
-                    params![cutoff(age), DELETE_CHUNK],
-                )
-                .map_err(|e| self.failed(e))?;
+            deleted += self.delete(
+                "SELECT id FROM events WHERE ts < ?1 LIMIT ?2",
+                params![cutoff(age), DELETE_CHUNK],
+            )?;
             deleted += self
                 .conn
                 .execute(
@@ -455,13 +591,10 @@ impl Store {
         if let Some(max) = retention.max_size
             && self.size()? > max
         {
-            deleted += self
-                .conn
-                .execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY ts LIMIT ?1)",
-                    params![DELETE_CHUNK],
-                )
-                .map_err(|e| self.failed(e))?;
+            deleted += self.delete(
+                "SELECT id FROM events ORDER BY ts LIMIT ?1",
+                params![DELETE_CHUNK],
+            )?;
         }
         if deleted > 0 {
             self.conn
@@ -471,43 +604,78 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Deletes the events `select` picks (a query of ids), with their share of the rollup
+    /// and of their blocks, in one transaction. Returns how many went.
+    fn delete(&mut self, select: &str, values: impl rusqlite::Params) -> Result<usize, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| StoreError {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        let deleted = delete_events(&tx, select, values).map_err(|e| StoreError {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        tx.commit().map_err(|e| self.failed(e))?;
+        Ok(deleted)
+    }
+
     /// Bytes the database occupies (pages in use or free, WAL excluded).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn size(&self) -> Result<u64, StoreError> {
-        let pages: i64 = self
-            .conn
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .map_err(|e| self.failed(e))?;
-        let free: i64 = self
-            .conn
-            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-            .map_err(|e| self.failed(e))?;
-        let page_size: i64 = self
-            .conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(|e| self.failed(e))?;
-        Ok(((pages - free).max(0) * page_size) as u64)
+        let pragma = |name: &str| -> Result<i64, StoreError> {
+            self.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .map_err(|e| self.failed(e))
+        };
+        let in_use = pragma("page_count")? - pragma("freelist_count")?;
+        Ok((in_use.max(0) * pragma("page_size")?) as u64)
     }
 
     /// Events matching `filter`, newest first, at most `limit`.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// SQLite errors; a block of JSON that does not decompress (a damaged file).
     pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<Event>, StoreError> {
         let (clause, mut values) = filter.sql();
-        values.push(rusqlite::types::Value::Integer(limit as i64));
-        let sql = format!("SELECT json FROM events{clause} ORDER BY ts DESC, id DESC LIMIT ?");
+        values.push(Value::Integer(limit as i64));
+        let sql =
+            format!("SELECT block, slot FROM events{clause} ORDER BY ts DESC, id DESC LIMIT ?");
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.failed(e))?;
-        let rows = stmt
-            .query_map(params_from_iter(values.iter()), |r| r.get::<_, String>(0))
+        let places: Vec<(i64, usize)> = stmt
+            .query_map(params_from_iter(values.iter()), |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(|e| self.failed(e))?
+            .collect::<Result<_, _>>()
             .map_err(|e| self.failed(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let text = row.map_err(|e| self.failed(e))?;
-            if let Ok(e) = serde_json::from_str::<Event>(&text) {
-                out.push(e);
+        let mut read = self
+            .conn
+            .prepare_cached("SELECT data FROM blocks WHERE id = ?1")
+            .map_err(|e| self.failed(e))?;
+        let mut blocks =
+            lru::LruCache::new(NonZeroUsize::new(BLOCK_CACHE).unwrap_or(NonZeroUsize::MIN));
+        let mut out = Vec::with_capacity(places.len());
+        for (block, slot) in places {
+            let lines = match blocks.get(&block) {
+                Some(lines) => lines,
+                None => {
+                    let data: Vec<u8> = read
+                        .query_row(params![block], |r| r.get(0))
+                        .map_err(|e| self.failed(e))?;
+                    let lines = zstd::stream::decode_all(data.as_slice())
+                        .map_err(|e| self.failed(format!("block {block}: {e}")))?;
+                    blocks.get_or_insert(block, || lines)
+                }
+            };
+            let line = lines.split(|b| *b == b'\n').nth(slot).unwrap_or_default();
+            match serde_json::from_slice::<Event>(line) {
+                Ok(e) => out.push(e),
+                Err(e) => return Err(self.failed(format!("block {block}, event {slot}: {e}"))),
             }
         }
         Ok(out)
@@ -515,6 +683,10 @@ impl Store {
 
     /// Event records and occurrences matching `filter`, grouped by `group_by` and, when
     /// `window` is set, by time window; largest groups first.
+    ///
+    /// Groups and filters on the fields the rollup keeps, with windows of whole minutes, read
+    /// the rollup for the whole minutes of the time range and the events only for the
+    /// partial minutes at its edges; anything else reads the events.
     ///
     /// # Errors
     /// SQLite errors.
@@ -525,31 +697,103 @@ impl Store {
         window: Option<Duration>,
         limit: usize,
     ) -> Result<Vec<AggregateRow>, StoreError> {
-        let (clause, mut values) = filter.sql();
-        let mut keys: Vec<String> = group_by.iter().map(|g| g.column().to_owned()).collect();
         let window_ms = window.map(|w| (w.as_millis() as i64).max(1));
-        if let Some(ms) = window_ms {
-            keys.insert(0, format!("(ts / {ms}) * {ms}"));
+        let since = filter.since.map_or(i64::MIN, |t| t.timestamp_millis());
+        let until = filter.until.map_or(i64::MAX, |t| t.timestamp_millis());
+        // The whole minutes of [since, until).
+        let first_minute = if since == i64::MIN {
+            i64::MIN
+        } else {
+            minute_of(since.saturating_add(MINUTE_MS - 1))
+        };
+        let end_minute = if until == i64::MAX {
+            i64::MAX
+        } else {
+            minute_of(until)
+        };
+        let use_rollup = filter.fits_rollup()
+            && !group_by.contains(&GroupColumn::Name)
+            && window_ms.is_none_or(|w| w % MINUTE_MS == 0)
+            && first_minute < end_minute;
+        let keys = |ts: &str| -> Vec<String> {
+            let mut keys: Vec<String> = group_by.iter().map(|g| g.column().to_owned()).collect();
+            if let Some(ms) = window_ms {
+                keys.insert(0, format!("({ts} / {ms}) * {ms}"));
+            }
+            if keys.is_empty() {
+                keys.push("'all'".to_owned());
+            }
+            keys
+        };
+        let aliased = |ts: &str| -> String {
+            keys(ts)
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("{k} AS g{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let width = keys("ts").len();
+        let groups: Vec<String> = (0..width).map(|i| format!("g{i}")).collect();
+        let groups = groups.join(", ");
+        let (mut clauses, mut values) = (Vec::new(), Vec::new());
+        filter.field_clauses(&mut clauses, &mut values);
+        // The time ranges read from the events: all of [since, until), or with the rollup,
+        // only the partial minutes at its edges.
+        let mut ranges = Vec::new();
+        if use_rollup {
+            if since < first_minute {
+                ranges.push((since, first_minute));
+            }
+            if end_minute < until {
+                ranges.push((end_minute, until));
+            }
+        } else {
+            ranges.push((since, until));
         }
-        let select = if keys.is_empty() {
-            "'all'".to_owned()
-        } else {
-            keys.join(", ")
-        };
-        let group = if keys.is_empty() {
-            String::new()
-        } else {
-            format!(" GROUP BY {}", keys.join(", "))
-        };
-        let order = if window_ms.is_some() { "1, " } else { "" };
-        values.push(rusqlite::types::Value::Integer(limit as i64));
+        let mut parts = Vec::new();
+        let mut params = Vec::new();
+        if use_rollup {
+            parts.push(format!(
+                "SELECT {}, events AS n, occurrences AS o FROM rollup{}",
+                aliased("minute"),
+                where_clause(
+                    &["minute >= ?".to_owned(), "minute < ?".to_owned()]
+                        .into_iter()
+                        .chain(clauses.iter().cloned())
+                        .collect::<Vec<_>>()
+                ),
+            ));
+            params.extend([Value::Integer(first_minute), Value::Integer(end_minute)]);
+            params.extend(values.iter().cloned());
+        }
+        for (from, to) in ranges {
+            let mut conditions = Vec::new();
+            if from != i64::MIN {
+                conditions.push("ts >= ?".to_owned());
+                params.push(Value::Integer(from));
+            }
+            if to != i64::MAX {
+                conditions.push("ts < ?".to_owned());
+                params.push(Value::Integer(to));
+            }
+            conditions.extend(clauses.iter().cloned());
+            params.extend(values.iter().cloned());
+            parts.push(format!(
+                "SELECT {}, 1 AS n, count AS o FROM events{}",
+                aliased("ts"),
+                where_clause(&conditions),
+            ));
+        }
+        let source = parts.join(" UNION ALL ");
+        let order = if window_ms.is_some() { "g0, " } else { "" };
+        params.push(Value::Integer(limit as i64));
         let sql = format!(
-            "SELECT {select}, COUNT(*), SUM(count) FROM events{clause}{group} ORDER BY {order}COUNT(*) DESC LIMIT ?"
+            "SELECT {groups}, SUM(n), SUM(o) FROM ({source}) GROUP BY {groups} ORDER BY {order}SUM(n) DESC LIMIT ?"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.failed(e))?;
-        let width = keys.len().max(1);
         let rows = stmt
-            .query_map(params_from_iter(values.iter()), |r| {
+            .query_map(params_from_iter(params.iter()), |r| {
                 let mut group = Vec::new();
                 let mut window_start = None;
                 for i in 0..width {
@@ -612,4 +856,128 @@ impl Store {
             .map_err(|e| self.failed(e))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
+}
+/// Inserts `events` (sorted by severity) with their blocks and rollup; returns how many
+/// were new.
+fn write_events(
+    tx: &Transaction<'_>,
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    events: &[&Event],
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO events (identity, ts, namespace, kind, name, node, reason, type, severity, category, correlation_id, count, message, block, slot)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let mut incident = tx.prepare_cached(
+        "INSERT INTO incidents (id, status, severity, summary, first_seen, last_seen, json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, severity = excluded.severity,
+           summary = excluded.summary, first_seen = excluded.first_seen,
+           last_seen = excluded.last_seen, json = excluded.json",
+    )?;
+    let mut block = Block {
+        id: tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM blocks", [], |r| {
+            r.get(0)
+        })?,
+        severity: events.first().and_then(|e| e.severity),
+        lines: Vec::with_capacity(BLOCK_EVENTS * 1024),
+        events: 0,
+    };
+    let mut rollup = RollupDeltas::new();
+    let mut added = 0;
+    for e in events {
+        if block.events == BLOCK_EVENTS as i64 || block.severity != e.severity {
+            block.flush(tx, compressor)?;
+            block.severity = e.severity;
+        }
+        let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
+        let inserted = insert.execute(params![
+            identity(e),
+            ts,
+            crate::condition::namespace_of(e),
+            e.object.kind.as_str(),
+            e.object.name.as_str(),
+            e.host.as_str(),
+            e.reason.as_str(),
+            e.event_type.as_str(),
+            e.severity.map_or("", Severity::as_str),
+            e.category.map_or("", |c| c.as_str()),
+            e.correlation_id.as_deref(),
+            e.occurrences() as i64,
+            e.message.as_str(),
+            block.id,
+            block.events,
+        ])?;
+        if inserted == 0 {
+            continue;
+        }
+        added += 1;
+        e.encode_json(&mut block.lines);
+        block.lines.push(b'\n');
+        block.events += 1;
+        let counts = rollup.entry(RollupKey::of(e, ts)).or_default();
+        counts.0 += 1;
+        counts.1 += e.occurrences() as i64;
+        if let Some(i) = e
+            .incident
+            .as_ref()
+            .filter(|i| i.summary.starts_with("merged into "))
+        {
+            // Folded into another incident: it no longer stands on its own.
+            tx.prepare_cached("DELETE FROM incidents WHERE id = ?1")?
+                .execute(params![i.id.as_str()])?;
+        } else if let Some(i) = &e.incident {
+            let status = serde_json::to_value(i.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            incident.execute(params![
+                i.id.as_str(),
+                status,
+                i.severity.as_str(),
+                i.summary,
+                i.first_seen.map(|t| t.timestamp_millis()),
+                i.last_seen.map(|t| t.timestamp_millis()),
+                serde_json::to_string(i).unwrap_or_default(),
+            ])?;
+        }
+    }
+    block.flush(tx, compressor)?;
+    apply_rollup(tx, rollup)?;
+    Ok(added)
+}
+
+/// Deletes the events `select` picks, takes them out of the rollup and out of their blocks
+/// (a block with no live event left goes); returns how many went.
+fn delete_events(
+    tx: &Transaction<'_>,
+    select: &str,
+    values: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    let mut blocks: HashMap<i64, i64> = HashMap::new();
+    let mut rollup = RollupDeltas::new();
+    let mut deleted = 0;
+    {
+        let mut stmt = tx.prepare(&format!(
+            "DELETE FROM events WHERE id IN ({select})
+             RETURNING block, count, ts, {}",
+            ROLLUP_COLUMNS.join(", ")
+        ))?;
+        let mut rows = stmt.query(values)?;
+        while let Some(r) = rows.next()? {
+            deleted += 1;
+            *blocks.entry(r.get(0)?).or_default() += 1;
+            let counts = rollup.entry(RollupKey::from_row(r, 2)?).or_default();
+            counts.0 -= 1;
+            counts.1 -= r.get::<_, i64>(1)?;
+        }
+    }
+    let mut release = tx.prepare_cached("UPDATE blocks SET live = live - ?2 WHERE id = ?1")?;
+    let mut drop = tx.prepare_cached("DELETE FROM blocks WHERE id = ?1 AND live <= 0")?;
+    for (block, n) in blocks {
+        release.execute(params![block, n])?;
+        drop.execute(params![block])?;
+    }
+    apply_rollup(tx, rollup)?;
+    Ok(deleted)
 }
