@@ -5,8 +5,9 @@
 //! - `events`: one row per stored event (incident, pattern and alert records included: they
 //!   are events) with the fields people filter on as columns and where its JSON lives;
 //!   indexed by time, namespace + time, name + time, node + time and correlation id. An event
-//!   is stored once per `uid` + `resource_version` (a unique 128-bit hash of the pair), so a
-//!   replay or a restart writes nothing twice.
+//!   is stored once per `uid` + `resource_version`: the time index is unique on the time and
+//!   a 128-bit hash of the pair (the same resource version always carries the same time), so
+//!   a replay or a restart writes nothing twice, at the price of one index, not two.
 //! - `blocks`: the events' JSON, up to 64 events per row, zstd-compressed (JSON Lines of
 //!   events compress about sixfold together, under twofold one by one). A block holds events
 //!   of one severity, so per-severity retention frees whole blocks, and counts its live events.
@@ -66,8 +67,7 @@ CREATE TABLE IF NOT EXISTS events (
     block INTEGER NOT NULL,
     slot INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_identity ON events(identity);
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE UNIQUE INDEX IF NOT EXISTS events_ts ON events(ts, identity);
 CREATE INDEX IF NOT EXISTS events_namespace_ts ON events(namespace, ts);
 CREATE INDEX IF NOT EXISTS events_name_ts ON events(name, ts);
 CREATE INDEX IF NOT EXISTS events_node_ts ON events(node, ts);
@@ -511,6 +511,29 @@ impl Store {
             path: name,
             compressor,
         })
+    }
+
+    /// Leaves WAL checkpoints to [`Store::checkpoint`] on another connection (a writer that
+    /// checkpoints copies pages into the database between its transactions instead of
+    /// writing events).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn checkpoint_elsewhere(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Copies what the WAL holds into the database as far as it can without waiting for
+    /// the writer or readers (a passive checkpoint).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.failed(e))
     }
 
     /// Opens an existing store for reading.

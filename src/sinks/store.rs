@@ -19,7 +19,9 @@ use crate::topology::{BuildError, SinkContext, Task};
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// Batches already waiting are written together, up to this many events per transaction:
 /// fewer commits (each writes the touched index pages to the WAL) when input is fast.
-const MAX_TRANSACTION: usize = 16_384;
+const MAX_TRANSACTION: usize = 65_536;
+/// How often the background connection copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// `retention = { ... }`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,6 +84,8 @@ fn run(
     retention: Retention,
 ) -> Result<(), crate::store::StoreError> {
     let mut store = Store::open(&path)?;
+    store.checkpoint_elsewhere()?;
+    let _checkpoints = Checkpointer::start(&path, ctx.id.clone())?;
     let mut last_retention = Instant::now() - RETENTION_EVERY;
     while let Some(first) = ctx.input.blocking_recv() {
         let started = Instant::now();
@@ -123,4 +127,54 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// A thread with its own connection that checkpoints the WAL every second, so the sink's
+/// thread only writes events; it stops (after a last checkpoint) when dropped.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(
+        path: &std::path::Path,
+        component: String,
+    ) -> Result<Checkpointer, crate::store::StoreError> {
+        let store = Store::open(path)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    let last = matches!(
+                        stopped.recv_timeout(CHECKPOINT_EVERY),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) | Ok(())
+                    );
+                    if let Err(error) = store.checkpoint() {
+                        tracing::warn!(component, %error, "WAL checkpoint failed; will retry.");
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| crate::store::StoreError {
+                path: path.display().to_string(),
+                source: e.into(),
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
