@@ -480,6 +480,9 @@ impl Store {
             .map_err(failed)?;
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(failed)?;
+        // A WAL file that grew in a burst is cut back once checkpointed.
+        conn.pragma_update(None, "journal_size_limit", 67_108_864)
+            .map_err(failed)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(failed)?;
@@ -513,7 +516,8 @@ impl Store {
         })
     }
 
-    /// Leaves WAL checkpoints to [`Store::checkpoint`] on another connection (a writer that
+    /// Leaves WAL checkpoints to [`Store::copy_wal`] and [`Store::restart_wal`] on another
+    /// connection (a writer that
     /// checkpoints copies pages into the database between its transactions instead of
     /// writing events).
     ///
@@ -525,14 +529,28 @@ impl Store {
             .map_err(|e| self.failed(e))
     }
 
-    /// Copies what the WAL holds into the database as far as it can without waiting for
-    /// the writer or readers (a passive checkpoint).
+    /// Copies what the WAL holds into the database as far as it can without holding up the
+    /// writer or readers (a passive checkpoint).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    pub fn copy_wal(&self) -> Result<(), StoreError> {
+        self.wal_checkpoint("PASSIVE")
+    }
+
+    /// Copies the rest of the WAL into the database and starts the WAL over, waiting for
+    /// readers and the writer (a restart checkpoint). Under constant writes a passive
+    /// checkpoint alone never lets the WAL start over: it would grow without end.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn restart_wal(&self) -> Result<(), StoreError> {
+        self.wal_checkpoint("RESTART")
+    }
+
+    fn wal_checkpoint(&self, mode: &str) -> Result<(), StoreError> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
             .map_err(|e| self.failed(e))
     }
 
