@@ -51,7 +51,14 @@ pub fn render(store: &Store, since: Timestamp, now: Timestamp) -> Result<String,
         ..Filter::default()
     };
     let span_ms = (now - since).num_milliseconds().max(BUCKETS);
-    let bucket = Duration::from_millis((span_ms / BUCKETS) as u64);
+    // Whole minutes when the span allows, so the store's rollup answers.
+    let bucket_ms = span_ms / BUCKETS;
+    let bucket_ms = if bucket_ms >= 60_000 {
+        (bucket_ms + 59_999) / 60_000 * 60_000
+    } else {
+        bucket_ms
+    };
+    let bucket = Duration::from_millis(bucket_ms as u64);
     let incidents = store.incidents(Some(since))?;
     let per_category = store.aggregate(&filter, &[GroupColumn::Category], Some(bucket), 100_000)?;
     let patterns = store.aggregate(
