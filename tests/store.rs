@@ -601,7 +601,7 @@ fn counted(
         if keep {
             let entry = out.entry(key(e)).or_default();
             entry.0 += 1;
-            entry.1 += e.count as u64;
+            entry.1 += e.count;
         }
     }
     out
