@@ -102,6 +102,23 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE INDEX IF NOT EXISTS incidents_last_seen ON incidents(last_seen);
 ";
 
+/// Sets a layout 1 store's events aside for conversion: its indexes (whose names layout 2
+/// reuses) dropped, the table renamed.
+const LAYOUT1_ASIDE: &str = "
+BEGIN IMMEDIATE;
+DROP INDEX IF EXISTS events_identity;
+DROP INDEX IF EXISTS events_ts;
+DROP INDEX IF EXISTS events_namespace_ts;
+DROP INDEX IF EXISTS events_object;
+DROP INDEX IF EXISTS events_node;
+DROP INDEX IF EXISTS events_reason;
+DROP INDEX IF EXISTS events_severity;
+DROP INDEX IF EXISTS events_category;
+DROP INDEX IF EXISTS events_correlation;
+ALTER TABLE events RENAME TO events_v1;
+COMMIT;
+";
+
 /// The event columns the rollup keeps, in its key order.
 const ROLLUP_COLUMNS: [&str; 7] = [
     "namespace",
@@ -451,8 +468,9 @@ impl Store {
     /// Opens (creating if needed) the store at `path`.
     ///
     /// # Errors
-    /// A file that is not a database, holds an older kollate layout, is locked by another
-    /// writer for longer than the busy timeout, or cannot be created.
+    /// A file that is not a database, holds a layout this version does not know, is locked
+    /// by another writer for longer than the busy timeout, or cannot be created. A store of
+    /// the first layout is converted (once, resumably).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let name = path.display().to_string();
         let failed = |source: rusqlite::Error| StoreError {
@@ -486,14 +504,28 @@ impl Store {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(failed)?;
-        let has_events: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'events')",
-                [],
+        let exists = |table: &str| -> Result<bool, StoreError> {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [table],
                 |r| r.get(0),
             )
-            .map_err(failed)?;
-        if has_events && version != SCHEMA_VERSION {
+            .map_err(failed)
+        };
+        let layout1 = version == 0
+            && exists("events")?
+            && conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'json')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(failed)?;
+        if layout1 {
+            // Layout 1 (one table, the JSON in the row, nine indexes): the indexes go and
+            // the table is renamed, then copied over below.
+            conn.execute_batch(LAYOUT1_ASIDE).map_err(failed)?;
+        } else if exists("events")? && version != SCHEMA_VERSION && !exists("events_v1")? {
             return Err(StoreError {
                 path: name,
                 source: format!(
@@ -503,23 +535,75 @@ impl Store {
             });
         }
         conn.execute_batch(SCHEMA).map_err(failed)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(failed)?;
+        let converting = exists("events_v1")?;
         let compressor = zstd::bulk::Compressor::new(BLOCK_LEVEL).map_err(|e| StoreError {
             path: name.clone(),
             source: e.into(),
         })?;
-        Ok(Store {
+        let mut store = Store {
             conn,
             path: name,
             compressor,
-        })
+        };
+        if converting {
+            store.convert_layout1()?;
+        }
+        store
+            .conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| store.failed(e))?;
+        Ok(store)
+    }
+
+    /// Copies the events of a layout 1 store (set aside as `events_v1`) into this layout,
+    /// a chunk per transaction, deleting each chunk from the old table as it goes, so an
+    /// interrupted conversion resumes where it stopped.
+    fn convert_layout1(&mut self) -> Result<(), StoreError> {
+        tracing::info!(path = %self.path, "Converting the event store to layout {SCHEMA_VERSION} (compressed blocks, a rollup); this runs once.");
+        let path = self.path.clone();
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| StoreError {
+            path: path.clone(),
+            source,
+        };
+        let (mut moved, mut unreadable) = (0usize, 0usize);
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| failed(e.into()))?;
+            let rows: Vec<(i64, String)> = tx
+                .prepare("SELECT id, json FROM events_v1 ORDER BY id LIMIT 10000")
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()
+                })
+                .map_err(|e| failed(e.into()))?;
+            let Some(&(last, _)) = rows.last() else {
+                break;
+            };
+            let events: Vec<Event> = rows
+                .iter()
+                .filter_map(|(_, json)| serde_json::from_str(json).ok())
+                .collect();
+            unreadable += rows.len() - events.len();
+            let mut events: Vec<&Event> = events.iter().collect();
+            events.sort_by_key(|e| e.severity);
+            write_events(&tx, &mut self.compressor, &events).map_err(failed)?;
+            tx.execute("DELETE FROM events_v1 WHERE id <= ?1", [last])
+                .map_err(|e| failed(e.into()))?;
+            tx.commit().map_err(|e| failed(e.into()))?;
+            moved += rows.len();
+        }
+        self.conn
+            .execute_batch("DROP TABLE events_v1; PRAGMA incremental_vacuum;")
+            .map_err(|e| self.failed(e))?;
+        tracing::info!(path = %self.path, events = moved, unreadable, "Event store converted.");
+        Ok(())
     }
 
     /// Leaves WAL checkpoints to [`Store::copy_wal`] and [`Store::restart_wal`] on another
-    /// connection (a writer that
-    /// checkpoints copies pages into the database between its transactions instead of
-    /// writing events).
+    /// connection (a writer that checkpoints copies pages into the database between its
+    /// transactions instead of writing events).
     ///
     /// # Errors
     /// SQLite errors.

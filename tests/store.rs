@@ -760,3 +760,82 @@ fn aggregations_agree_with_a_count_over_the_events_whatever_the_range_window_and
     let messages: HashSet<&str> = kept.iter().map(|e| e.message.as_str()).collect();
     assert!(back.iter().all(|e| messages.contains(e.message.as_str())));
 }
+
+/// The first store layout (kollate before layout 2), as it was created.
+const LAYOUT1: &str = "
+CREATE TABLE events (id INTEGER PRIMARY KEY, uid TEXT NOT NULL, resource_version TEXT NOT NULL,
+    ts INTEGER NOT NULL, namespace TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+    node TEXT NOT NULL, reason TEXT NOT NULL, type TEXT NOT NULL, severity TEXT NOT NULL,
+    category TEXT NOT NULL, correlation_id TEXT, count INTEGER NOT NULL, message TEXT NOT NULL,
+    json TEXT NOT NULL);
+CREATE UNIQUE INDEX events_identity ON events(uid, resource_version) WHERE uid <> '';
+CREATE INDEX events_ts ON events(ts);
+CREATE INDEX events_namespace_ts ON events(namespace, ts);
+CREATE INDEX events_object ON events(kind, name);
+CREATE INDEX events_node ON events(node, ts);
+CREATE INDEX events_reason ON events(reason, ts);
+CREATE INDEX events_severity ON events(severity, ts);
+CREATE INDEX events_category ON events(category, ts);
+CREATE INDEX events_correlation ON events(correlation_id) WHERE correlation_id IS NOT NULL;
+CREATE TABLE incidents (id TEXT PRIMARY KEY, status TEXT NOT NULL, severity TEXT NOT NULL,
+    summary TEXT NOT NULL, first_seen INTEGER, last_seen INTEGER, json TEXT NOT NULL);
+CREATE INDEX incidents_last_seen ON incidents(last_seen);
+";
+
+#[test]
+fn a_store_of_the_first_layout_is_converted_once_and_answers_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let now = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let events: Vec<Event> = (0..12_345)
+        .map(|i| {
+            let severity = [Severity::Info, Severity::Error][i % 2];
+            event(i, (i % 3) as i64, severity, now)
+        })
+        .collect();
+    {
+        let mut old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(LAYOUT1).unwrap();
+        let old = old.transaction().unwrap();
+        let mut insert = old
+            .prepare(
+                "INSERT INTO events (uid, resource_version, ts, namespace, kind, name, node, reason, type, severity, category, correlation_id, count, message, json)
+                 VALUES (?1, '1', ?2, 'shop', 'Pod', ?3, '', 'BackOff', '', ?4, '', NULL, 1, ?5, ?6)",
+            )
+            .unwrap();
+        for e in &events {
+            insert
+                .execute(rusqlite::params![
+                    e.uid.as_str(),
+                    e.timestamp.unwrap().timestamp_millis(),
+                    e.object.name.as_str(),
+                    e.severity.unwrap().as_str(),
+                    e.message,
+                    serde_json::to_string(e).unwrap(),
+                ])
+                .unwrap();
+        }
+        drop(insert);
+        old.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let back = store.query(&Filter::default(), 100_000).unwrap();
+    assert_eq!(back.len(), events.len());
+    let mut expected: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    let mut found: Vec<&str> = back.iter().map(|e| e.message.as_str()).collect();
+    expected.sort_unstable();
+    found.sort_unstable();
+    assert_eq!(found, expected);
+    let by_severity = aggregated(&store, &Filter::default(), &["severity"], None);
+    assert_eq!(by_severity[&vec!["error".to_owned()]].0, 6_172);
+    assert_eq!(by_severity[&vec!["info".to_owned()]].0, 6_173);
+    drop(store);
+    // Once: opening again finds layout 2 and changes nothing.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.query(&Filter::default(), 100_000).unwrap().len(),
+        events.len()
+    );
+}
