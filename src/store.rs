@@ -595,8 +595,9 @@ impl Store {
             moved += rows.len();
         }
         self.conn
-            .execute_batch("DROP TABLE events_v1; PRAGMA incremental_vacuum;")
+            .execute_batch("DROP TABLE events_v1;")
             .map_err(|e| self.failed(e))?;
+        self.give_back_space()?;
         tracing::info!(path = %self.path, events = moved, unreadable, "Event store converted.");
         Ok(())
     }
@@ -722,9 +723,7 @@ impl Store {
             )?;
         }
         if deleted > 0 {
-            self.conn
-                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
-                .map_err(|e| self.failed(e))?;
+            self.give_back_space()?;
         }
         Ok(deleted)
     }
@@ -745,6 +744,19 @@ impl Store {
         })?;
         tx.commit().map_err(|e| self.failed(e))?;
         Ok(deleted)
+    }
+
+    /// Returns free pages to the file system and cuts the WAL back.
+    fn give_back_space(&self) -> Result<(), StoreError> {
+        // The pragma frees a page per step: run it to the end (`execute_batch` steps once).
+        let mut vacuum = self
+            .conn
+            .prepare("PRAGMA incremental_vacuum")
+            .map_err(|e| self.failed(e))?;
+        let mut rows = vacuum.query([]).map_err(|e| self.failed(e))?;
+        while rows.next().map_err(|e| self.failed(e))?.is_some() {}
+        drop(rows);
+        self.wal_checkpoint("TRUNCATE")
     }
 
     /// Bytes the database occupies (pages in use or free, WAL excluded).

@@ -261,6 +261,14 @@ fn event(i: usize, age_days: i64, severity: Severity, now: chrono::DateTime<chro
 fn retention_drops_what_is_too_old_by_age_and_severity_and_gives_space_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+    // What the store takes on disk: the database file and its WAL.
+    let on_disk = || -> u64 {
+        ["events.db", "events.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum()
+    };
     let now = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
         .unwrap()
         .to_utc();
@@ -276,6 +284,7 @@ fn retention_drops_what_is_too_old_by_age_and_severity_and_gives_space_back() {
     }
     store.insert(&events).unwrap();
     let before = store.size().unwrap();
+    let disk_before = on_disk();
     let retention = Retention {
         max_age: Some(std::time::Duration::from_secs(30 * 86_400)),
         by_severity: vec![(Severity::Info, std::time::Duration::from_secs(3 * 86_400))],
@@ -289,6 +298,11 @@ fn retention_drops_what_is_too_old_by_age_and_severity_and_gives_space_back() {
     assert!(
         after < before * 2 / 3,
         "space given back: {before} -> {after} bytes"
+    );
+    assert!(
+        on_disk() < disk_before * 2 / 3,
+        "the files shrink: {disk_before} -> {} bytes",
+        on_disk()
     );
     // A size bound drops the oldest until under it.
     let bounded = Retention {
