@@ -560,39 +560,29 @@ impl Store {
     /// interrupted conversion resumes where it stopped.
     fn convert_layout1(&mut self) -> Result<(), StoreError> {
         tracing::info!(path = %self.path, "Converting the event store to layout {SCHEMA_VERSION} (compressed blocks, a rollup); this runs once.");
-        let path = self.path.clone();
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| StoreError {
-            path: path.clone(),
-            source,
-        };
         let (mut moved, mut unreadable) = (0usize, 0usize);
         loop {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| failed(e.into()))?;
-            let rows: Vec<(i64, String)> = tx
-                .prepare("SELECT id, json FROM events_v1 ORDER BY id LIMIT 10000")
-                .and_then(|mut s| {
-                    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()
-                })
-                .map_err(|e| failed(e.into()))?;
-            let Some(&(last, _)) = rows.last() else {
+            let chunk = self.transaction(|tx, compressor| {
+                let rows: Vec<(i64, String)> = tx
+                    .prepare("SELECT id, json FROM events_v1 ORDER BY id LIMIT 10000")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let Some(&(last, _)) = rows.last() else {
+                    return Ok(0);
+                };
+                let events: Vec<Event> = rows
+                    .iter()
+                    .filter_map(|(_, json)| serde_json::from_str(json).ok())
+                    .collect();
+                unreadable += rows.len() - events.len();
+                write_events(tx, compressor, events.iter().collect())?;
+                tx.execute("DELETE FROM events_v1 WHERE id <= ?1", [last])?;
+                Ok(rows.len())
+            })?;
+            if chunk == 0 {
                 break;
-            };
-            let events: Vec<Event> = rows
-                .iter()
-                .filter_map(|(_, json)| serde_json::from_str(json).ok())
-                .collect();
-            unreadable += rows.len() - events.len();
-            let mut events: Vec<&Event> = events.iter().collect();
-            events.sort_by_key(|e| e.severity);
-            write_events(&tx, &mut self.compressor, &events).map_err(failed)?;
-            tx.execute("DELETE FROM events_v1 WHERE id <= ?1", [last])
-                .map_err(|e| failed(e.into()))?;
-            tx.commit().map_err(|e| failed(e.into()))?;
-            moved += rows.len();
+            }
+            moved += chunk;
         }
         self.conn
             .execute_batch("DROP TABLE events_v1;")
@@ -600,6 +590,27 @@ impl Store {
         self.give_back_space()?;
         tracing::info!(path = %self.path, events = moved, unreadable, "Event store converted.");
         Ok(())
+    }
+
+    /// Runs `work` in one write transaction (taking the write lock at once) and commits it.
+    fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(
+            &Transaction<'_>,
+            &mut zstd::bulk::Compressor<'static>,
+        ) -> Result<T, Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Result<T, StoreError> {
+        let failed = |source| StoreError {
+            path: self.path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| failed(e.into()))?;
+        let out = work(&tx, &mut self.compressor).map_err(failed)?;
+        tx.commit().map_err(|e| failed(e.into()))?;
+        Ok(out)
     }
 
     /// Leaves WAL checkpoints to [`Store::copy_wal`] and [`Store::restart_wal`] on another
@@ -666,22 +677,8 @@ impl Store {
         &mut self,
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<usize, StoreError> {
-        let mut events: Vec<&Event> = events.into_iter().collect();
-        // Blocks hold one severity each (a stable sort keeps time order within one).
-        events.sort_by_key(|e| e.severity);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError {
-                path: self.path.clone(),
-                source: e.into(),
-            })?;
-        let added = write_events(&tx, &mut self.compressor, &events).map_err(|e| StoreError {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        tx.commit().map_err(|e| self.failed(e))?;
-        Ok(added)
+        let events: Vec<&Event> = events.into_iter().collect();
+        self.transaction(|tx, compressor| write_events(tx, compressor, events))
     }
 
     /// One step of retention at time `now`: deletes at most a chunk of expired rows.
@@ -731,19 +728,7 @@ impl Store {
     /// Deletes the events `select` picks (a query of ids), with their share of the rollup
     /// and of their blocks, in one transaction. Returns how many went.
     fn delete(&mut self, select: &str, values: impl rusqlite::Params) -> Result<usize, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| StoreError {
-                path: self.path.clone(),
-                source: e.into(),
-            })?;
-        let deleted = delete_events(&tx, select, values).map_err(|e| StoreError {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
-        tx.commit().map_err(|e| self.failed(e))?;
-        Ok(deleted)
+        self.transaction(|tx, _| Ok(delete_events(tx, select, values)?))
     }
 
     /// Returns free pages to the file system and cuts the WAL back.
@@ -994,13 +979,14 @@ impl Store {
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 }
-/// Inserts `events` (sorted by severity) with their blocks and rollup; returns how many
-/// were new.
+/// Inserts `events` with their blocks and rollup; returns how many were new.
 fn write_events(
     tx: &Transaction<'_>,
     compressor: &mut zstd::bulk::Compressor<'static>,
-    events: &[&Event],
+    mut events: Vec<&Event>,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    // Blocks hold one severity each (a stable sort keeps time order within one).
+    events.sort_by_key(|e| e.severity);
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO events (identity, ts, namespace, kind, name, node, reason, type, severity, category, correlation_id, count, message, block, slot)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
