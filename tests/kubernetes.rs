@@ -324,6 +324,60 @@ fn start_at_beginning_pages_through_existing_events_and_errors_and_429s_are_retr
 }
 
 #[test]
+fn a_paged_list_while_the_cluster_changes_misses_no_change() {
+    let h = Harness::new();
+    for i in 0..3_000 {
+        h.server
+            .apply(core_event(&format!("x-{i:04}"), "shop", "Pulled", 1));
+    }
+    let child = h.start("api = \"core/v1\"\nstart_at = \"beginning\"\npage_size = 20");
+    // While kollate pages through the list, objects it has listed and objects it has not
+    // listed yet recur, and history is compacted once (its continue token expires).
+    let server = h.server.handle();
+    let changer = std::thread::spawn(move || {
+        for (n, i) in (0..3_000).step_by(7).enumerate() {
+            server.apply(core_event(&format!("x-{i:04}"), "shop", "Pulled", 2));
+            if n == 200 {
+                server.compact();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    changer.join().unwrap();
+    let expected: HashMap<String, u64> = (0..3_000)
+        .map(|i| (format!("x-{i:04}"), if i % 7 == 0 { 2 } else { 1 }))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let latest = |received: &[serde_json::Value]| {
+        let mut latest: HashMap<String, u64> = HashMap::new();
+        for e in received {
+            let n = latest
+                .entry(e["uid"].as_str().unwrap().to_owned())
+                .or_default();
+            *n = (*n).max(e["count"].as_u64().unwrap());
+        }
+        latest
+    };
+    while latest(&h.received()) != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h.stop(child);
+    let received = h.received();
+    let got = latest(&received);
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(uid, count)| got.get(*uid) != Some(count))
+        .collect();
+    assert!(wrong.is_empty(), "not in their latest state: {wrong:?}");
+    let counts = tally(&received);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "duplicates: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn health_checks_report_a_watch_that_stopped_making_progress() {
     let h = Harness::new();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

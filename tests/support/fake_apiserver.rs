@@ -4,7 +4,9 @@
 //!
 //! - every change gets the next cluster-wide `resourceVersion`;
 //! - `list` returns the current objects with the list's `resourceVersion`, paged by `limit`
-//!   with an opaque `continue` token (in uid order, so a page costs what it holds);
+//!   with an opaque `continue` token (in uid order, so a page costs what it holds); every
+//!   page of a list is a consistent snapshot at the first page's `resourceVersion`, and a
+//!   `continue` token older than the compaction point gets a 410 `Expired`;
 //! - `watch` streams `{"type", "object"}` frames for every change after the given
 //!   `resourceVersion` (`0` or none: synthetic `ADDED` frames for every current object
 //!   first, then changes from now), `BOOKMARK` frames when
@@ -365,39 +367,88 @@ async fn serve(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -
 fn list(store: Shared, ns: Option<String>, q: BTreeMap<String, String>) -> Response {
     let mut s = store.lock().unwrap();
     s.lists += 1;
-    // The continue token is opaque to clients; here it is the last uid served.
-    let after = q
-        .get("continue")
-        .and_then(|c| c.strip_prefix("after:"))
-        .map(str::to_owned);
+    // The continue token is opaque to clients; here it is "{snapshot rv}:{last uid served}".
+    let continued = q.get("continue").and_then(|c| {
+        let (at, after) = c.split_once(':')?;
+        Some((at.parse::<u64>().ok()?, after.to_owned()))
+    });
+    if let Some((at, _)) = &continued
+        && at + 1 < s.compacted
+    {
+        return status(
+            StatusCode::GONE,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. \
+             You can start a new list without the continue parameter."
+                .to_owned(),
+        );
+    }
     let limit: usize = q
         .get("limit")
         .and_then(|l| l.parse().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let start = match &after {
-        Some(uid) => std::ops::Bound::Excluded(uid.clone()),
+    // Every page of one list shows the cluster as it was at the first page.
+    let (at, after) = continued.map_or((s.rv, None), |(at, after)| (at, Some(after)));
+    let start = match after {
+        Some(uid) => std::ops::Bound::Excluded(uid),
         None => std::ops::Bound::Unbounded,
     };
-    let mut selected = s
+    let wanted = |o: &Value| in_namespace(o, &ns) && matches_selector(o, q.get("fieldSelector"));
+    let then = changed_since(&s, at);
+    // The first limit + 1 objects of the snapshot are among the first limit + 1 unchanged
+    // ones and the first limit + 1 changed ones.
+    let unchanged = s
         .objects
-        .range((start, std::ops::Bound::Unbounded))
-        .filter(|(_, (_, o))| in_namespace(o, &ns) && matches_selector(o, q.get("fieldSelector")));
-    let page: Vec<(&String, &Value)> = selected
-        .by_ref()
+        .range((start.clone(), std::ops::Bound::Unbounded))
+        .filter(|(uid, (rv, o))| *rv <= at && !then.contains_key(uid.as_str()) && wanted(o))
+        .map(|(uid, (_, o))| (uid.as_str(), o))
+        .take(limit.saturating_add(1));
+    let changed = then
+        .range::<str, _>((
+            start.as_ref().map(String::as_str),
+            std::ops::Bound::Unbounded,
+        ))
+        .filter_map(|(uid, o)| o.filter(|o| wanted(o)).map(|o| (*uid, o)))
+        .take(limit.saturating_add(1));
+    let mut selected: BTreeMap<&str, &Value> = unchanged.chain(changed).collect();
+    let more = selected.len() > limit;
+    let page: Vec<(&str, &Value)> = std::iter::from_fn(|| selected.pop_first())
         .take(limit)
-        .map(|(uid, (_, o))| (uid, o))
         .collect();
-    let more = selected.next().is_some();
-    let mut metadata = json!({"resourceVersion": s.rv.to_string()});
+    let mut metadata = json!({"resourceVersion": at.to_string()});
     if more && let Some((last, _)) = page.last() {
-        metadata["continue"] = json!(format!("after:{last}"));
+        metadata["continue"] = json!(format!("{at}:{last}"));
     }
     let items: Vec<&Value> = page.into_iter().map(|(_, o)| o).collect();
     axum::Json(
         json!({"kind": "EventList", "apiVersion": "v1", "metadata": metadata, "items": items}),
     )
     .into_response()
+}
+
+/// The objects changed after resourceVersion `at`, by uid, as they were at `at` (`None`:
+/// not there yet, or deleted by then). Preloaded objects have no history: one changed
+/// later counts as not there at `at`.
+fn changed_since(s: &Store, at: u64) -> BTreeMap<&str, Option<&Value>> {
+    fn uid(o: &Value) -> &str {
+        o["metadata"]["uid"].as_str().unwrap_or_default()
+    }
+    let after = s.history.partition_point(|(rv, _, _)| *rv <= at);
+    let mut then: BTreeMap<&str, Option<&Value>> = BTreeMap::new();
+    for (_, _, o) in &s.history[after..] {
+        then.insert(uid(o), None);
+    }
+    let mut unresolved: std::collections::HashSet<&str> = then.keys().copied().collect();
+    for (_, kind, o) in s.history[..after].iter().rev() {
+        if unresolved.is_empty() {
+            break;
+        }
+        if unresolved.remove(uid(o)) && *kind != "DELETED" {
+            then.insert(uid(o), Some(o));
+        }
+    }
+    then
 }
 
 struct WatchState {
