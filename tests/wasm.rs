@@ -306,7 +306,8 @@ fn rejects_go_to_the_dead_letter_output_and_fan_out_multiplies() {
         "combined": true, "action": "Pulling",
         "object": {"kind": "Pod", "namespace": "shop", "name": "cart-1", "uid": "p1", "field_path": "spec.containers{cart}"},
         "related": {"kind": "Node", "name": "n-7"}, "host": "n-7", "reporting_controller": "kubelet",
-        "count": 12, "first_timestamp": "2026-03-02T08:00:02Z", "event_time": "2026-03-02T08:00:02.123456Z",
+        "reporting_instance": "kubelet-n-7",
+        "count": 12, "first_timestamp": "2026-03-02T08:00:02Z", "last_timestamp": "2026-03-02T08:05:31Z", "event_time": "2026-03-02T08:00:02.123456Z",
         "series": {"count": 3, "last_observed": "2026-03-02T08:05:32Z"}, "timestamp": "2026-03-02T08:05:32Z",
         "severity": "error", "category": "lifecycle", "correlation_id": "inc-1",
         "labels": {"a": "1", "team": "x"},
@@ -314,18 +315,23 @@ fn rejects_go_to_the_dead_letter_output_and_fan_out_multiplies() {
         "aggregation": {"key": "k", "count": 2, "events": 1, "samples": ["m"]}
     }))
     .unwrap();
+    // And a bare one: every optional field absent.
+    let bare = event(4, "", "Twice", "");
     let (out, dead) = run(
         &mut t,
         vec![
             event(1, "shop", "Reject", "m"),
             twice.clone(),
             event(3, "shop", "BackOff", "m"),
+            bare.clone(),
         ],
     );
     let uids: Vec<_> = out.iter().map(|e| e.uid.as_str()).collect();
-    assert_eq!(uids, ["uid-2", "uid-2", "uid-3"]);
+    assert_eq!(uids, ["uid-2", "uid-2", "uid-3", "uid-4", "uid-4"]);
     assert_eq!(out[0], twice);
     assert_eq!(out[1], twice);
+    assert_eq!(out[3], bare);
+    assert_eq!(out[4], bare);
     assert_eq!(dead.len(), 1);
     assert_eq!(
         label(&dead[0], DEAD_LETTER_REASON),

@@ -59,6 +59,8 @@ use crate::event::{
 use crate::metrics::{ComponentMetrics, PluginMetrics};
 use crate::topology::{BuildError, Transform};
 
+mod lowering;
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -197,6 +199,8 @@ fn engine() -> &'static Engine {
 /// A compiled plugin, ready to instantiate.
 pub struct Loaded {
     pre: bindings::PluginPre<HostState>,
+    /// The plugin's `process` method, called with a [`lowering::LoweredBatch`].
+    process: wasmtime::component::ComponentExportIndex,
     /// True when the compiled artefact came from the cache.
     pub from_cache: bool,
 }
@@ -238,11 +242,19 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
         .map_err(|e| format!("cannot link plugin `{shown}`: {e}"))?;
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
         .map_err(|e| format!("cannot link plugin `{shown}`: {e}"))?;
+    let process = component
+        .get_export_index(None, CONTRACT)
+        .and_then(|iface| component.get_export_index(Some(&iface), "[method]plugin.process"))
+        .ok_or_else(|| format!("plugin `{shown}` does not export `plugin.process`"))?;
     let pre = linker
         .instantiate_pre(&component)
         .and_then(bindings::PluginPre::new)
         .map_err(|e| format!("plugin `{shown}` cannot be linked: {e}"))?;
-    Ok(Loaded { pre, from_cache })
+    Ok(Loaded {
+        pre,
+        process,
+        from_cache,
+    })
 }
 
 /// Compiles a component, or deserialises it from kollate's own cache.
@@ -491,11 +503,17 @@ impl Shared {
         if let Some(p) = self.metrics.plugin.get() {
             p.instantiations.fetch_add(1, Ordering::Relaxed);
         }
-        let bindings = self
+        let instance = self
             .loaded
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate: {}", describe(&e, &store)))?;
+        let bindings = bindings::Plugin::new(&mut store, &instance)
+            .map_err(|e| format!("cannot instantiate: {}", describe(&e, &store)))?;
+        let process = instance
+            .get_func(&mut store, self.loaded.process)
+            .ok_or("the plugin has no `plugin.process` function")?;
         store.set_epoch_deadline(self.deadline_ticks);
         let resource = bindings
             .kollate_plugin_transform()
@@ -507,6 +525,7 @@ impl Shared {
             store,
             bindings,
             resource,
+            process,
         })
     }
 }
@@ -516,6 +535,8 @@ struct Instance {
     store: Store<HostState>,
     bindings: bindings::Plugin,
     resource: ResourceAny,
+    /// `plugin.process`, called through [`lowering::LoweredBatch`].
+    process: wasmtime::component::Func,
 }
 
 /// How a call failed.
@@ -551,6 +572,8 @@ struct Slot {
     instance: Option<Instance>,
     /// The batch handed to the plugin, reused between calls (no fresh pages per call).
     scratch: wit::Batch,
+    /// Its canonical ABI images, reused likewise.
+    images: lowering::Images,
 }
 
 impl Slot {
@@ -581,11 +604,14 @@ impl Slot {
         pm.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
         to_batch(events, &mut self.scratch).map_err(Failure::Refused)?;
+        let batch = self.images.lower(&self.scratch);
         let result = inst
-            .bindings
-            .kollate_plugin_transform()
-            .plugin()
-            .call_process(&mut inst.store, inst.resource, &self.scratch);
+            .process
+            .typed::<(ResourceAny, lowering::LoweredBatch<'_>), (Result<Vec<Disposition>, String>,)>(
+                &inst.store,
+            )
+            .and_then(|process| process.call(&mut inst.store, (inst.resource, batch)))
+            .map(|(r,)| r);
         pm.latency.observe(started.elapsed());
         match result {
             Ok(Ok(d)) if d.len() == events.len() => Ok(d),
@@ -711,6 +737,7 @@ impl WasmTransformConfig {
                     .map(|i| Slot {
                         instance: Some(i),
                         scratch: empty_batch(),
+                    images: lowering::Images::default(),
                     })
                     .map_err(|e| error(format!("plugin `{}`: {e}", self.path.display())))
             })
