@@ -132,6 +132,63 @@ headers = { "kollate-reason" = "{reason}" }"#,
     );
 }
 
+#[test]
+fn a_message_kafka_can_never_take_is_dead_lettered_and_the_rest_delivered() {
+    let _serial = serial();
+    let broker = Broker::start();
+    broker.create_topic("k8s-events", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::generated_events(dir.path(), 1_000, false);
+    // One event far over the producer's message size limit, in the middle of the stream.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut huge: Value = serde_json::from_str(&lines[500]).unwrap();
+    huge["metadata"]["uid"] = "huge-one".into();
+    huge["message"] = "x".repeat(20_000).into();
+    lines.insert(500, huge.to_string());
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let config = agent_config(
+        &broker,
+        dir.path(),
+        &input,
+        "k8s-events",
+        "",
+        &format!(
+            "dead_letter = {:?}\nlibrdkafka_options = {{ \"message.max.bytes\" = \"10000\" }}",
+            dead.display().to_string()
+        ),
+    );
+    let mut child = kollate()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("kollate did not finish: the refused message held the pipeline");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Kafka refused an event"), "{stderr}");
+    let messages = broker.consume(&["k8s-events"], 1_000, 20);
+    assert_eq!(messages.len(), 1_000, "every other event arrives");
+    assert!(messages.iter().all(|m| m["value"]["uid"] != "huge-one"));
+    let dead: Vec<Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["payload"]["uid"], "huge-one");
+}
+
 /// (uid, resource_version) of a line kollate wrote (its schema).
 fn written_identity(v: &Value) -> (String, String) {
     (

@@ -21,15 +21,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
 
 use crate::batch::Batch;
@@ -174,15 +175,15 @@ impl KafkaSinkConfig {
             component: ctx.id.clone(),
             message,
         };
-        let producer: FutureProducer = self
+        let producer: ThreadedProducer<Deliveries> = self
             .client_config()
-            .create()
+            .create_with_context(Deliveries)
             .map_err(|e| error(format!("cannot create the Kafka producer: {e}")))?;
         if self.max_in_flight_batches == 0 {
             return Err(error("`max_in_flight_batches` must be at least 1".into()));
         }
         let sink = KafkaSink {
-            producer,
+            producer: Arc::new(producer),
             topic: self.topic.clone(),
             key: self.key.clone(),
             fields: self.fields.clone(),
@@ -198,7 +199,7 @@ impl KafkaSinkConfig {
 }
 
 struct KafkaSink {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<Deliveries>>,
     topic: Template,
     key: Option<Template>,
     fields: Option<Vec<String>>,
@@ -209,13 +210,81 @@ struct KafkaSink {
     servers: String,
 }
 
-/// The delivery reports of one batch, in message order.
-type Reports = Vec<
-    Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
->;
+/// Receives librdkafka's delivery reports (on the producer's polling thread) and counts
+/// them into the [`Reports`] of the batch each message came from.
+struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<Reports>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, reports: Arc<Reports>) {
+        match result {
+            Ok(_) => {
+                reports.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => reports.failed(error.clone(), message.detach()),
+        }
+        reports.settle();
+    }
+}
+
+/// The delivery reports of a batch's messages: how many are delivered, which failed, and
+/// a wake-up when the last report is in. (One shared counter per batch, rather than a
+/// channel and a future per message.)
+struct Reports {
+    /// Messages without a report yet, plus one while messages are still being handed over.
+    pending: AtomicUsize,
+    delivered: AtomicU64,
+    failures: Mutex<Vec<(KafkaError, OwnedMessage)>>,
+    all_in: tokio::sync::Notify,
+}
+
+impl Reports {
+    fn new() -> Arc<Reports> {
+        Arc::new(Reports {
+            pending: AtomicUsize::new(1),
+            delivered: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+            all_in: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn failed(&self, error: KafkaError, message: OwnedMessage) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((error, message));
+    }
+
+    /// One report (or the end of the hand-over) is in.
+    fn settle(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_in.notify_one();
+        }
+    }
+
+    /// Waits for every report; returns the count delivered and the failures.
+    async fn wait(&self) -> (u64, Vec<(KafkaError, OwnedMessage)>) {
+        while self.pending.load(Ordering::Acquire) > 0 {
+            // A wake-up sent before this wait started is kept (a permit), so none is missed.
+            self.all_in.notified().await;
+        }
+        let failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        (self.delivered.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// The parts of a message to produce.
+struct Outgoing<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    key: Option<&'a [u8]>,
+    timestamp: Option<i64>,
+    headers: Option<OwnedHeaders>,
+}
 
 impl KafkaSink {
     async fn run(self, mut ctx: SinkContext, healthcheck: bool) -> Result<(), BoxError> {
@@ -227,31 +296,29 @@ impl KafkaSink {
         loop {
             tokio::select! {
                 biased;
-                Some((batch, reports, started)) = in_flight.next(), if !in_flight.is_empty() => {
-                    sink.complete(&ctx, batch, reports, started).await;
+                Some((batch, (delivered, failed), started)) = in_flight.next(), if !in_flight.is_empty() => {
+                    sink.complete(&ctx, batch, delivered, failed, started).await;
                 }
                 batch = ctx.input.recv(), if in_flight.len() < sink.max_in_flight => match batch {
                     Some(batch) => {
                         ComponentMetrics::add(&ctx.metrics.events_in, batch.len() as u64);
                         let started = Instant::now();
-                        let deliveries = sink.produce(&ctx, &batch.events).await;
-                        in_flight.push_back(async move {
-                            (batch, futures::future::join_all(deliveries).await, started)
-                        });
+                        let reports = sink.produce(&ctx, &batch.events).await;
+                        in_flight.push_back(async move { (batch, reports.wait().await, started) });
                     }
                     None => break,
                 },
             }
         }
-        while let Some((batch, reports, started)) = in_flight.next().await {
-            sink.complete(&ctx, batch, reports, started).await;
+        while let Some((batch, (delivered, failed), started)) = in_flight.next().await {
+            sink.complete(&ctx, batch, delivered, failed, started).await;
         }
         Ok(())
     }
 
     /// Asks for the cluster's metadata; reports (without stopping) when it cannot.
     async fn healthcheck(&self, ctx: &SinkContext) {
-        let client = self.producer.clone();
+        let client = Arc::clone(&self.producer);
         let probe = tokio::task::spawn_blocking(move || {
             client
                 .client()
@@ -273,13 +340,10 @@ impl KafkaSink {
         }
     }
 
-    /// Hands every event to librdkafka, waiting while its local queue is full.
-    async fn produce(
-        &self,
-        ctx: &SinkContext,
-        events: &[Event],
-    ) -> Vec<rdkafka::producer::DeliveryFuture> {
-        let mut deliveries = Vec::with_capacity(events.len());
+    /// Hands every event to librdkafka, waiting while its local queue is full; returns
+    /// where the batch's delivery reports arrive.
+    async fn produce(&self, ctx: &SinkContext, events: &[Event]) -> Arc<Reports> {
+        let reports = Reports::new();
         let mut payload = Vec::with_capacity(1024);
         let mut key = String::new();
         for e in events {
@@ -295,36 +359,58 @@ impl KafkaSink {
                     rendered.as_str()
                 }
             };
-            let headers = self.render_headers(e);
-            let timestamp = e.timestamp.map(|t| t.timestamp_millis());
             ComponentMetrics::add(&ctx.metrics.bytes, payload.len() as u64);
-            let mut record = FutureRecord::to(topic).payload(&payload[..]);
-            if has_key {
-                record = record.key(key.as_str());
-            }
-            if let Some(ts) = timestamp {
-                record = record.timestamp(ts);
-            }
-            if let Some(h) = headers {
-                record = record.headers(h);
-            }
-            deliveries.push(self.enqueue(record).await);
+            let message = Outgoing {
+                topic,
+                payload: &payload,
+                key: has_key.then_some(key.as_bytes()),
+                timestamp: e.timestamp.map(|t| t.timestamp_millis()),
+                headers: self.render_headers(e),
+            };
+            self.enqueue(message, &reports).await;
         }
-        deliveries
+        reports.settle();
+        reports
     }
 
-    /// Sends one record, retrying while the local queue is full.
-    async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
-        &self,
-        mut record: FutureRecord<'_, K, [u8]>,
-    ) -> rdkafka::producer::DeliveryFuture {
+    /// Sends one message, waiting while the local queue is full; a message librdkafka
+    /// refuses outright (too large, unknown partition...) is reported as failed at once.
+    async fn enqueue(&self, message: Outgoing<'_>, reports: &Arc<Reports>) {
+        let mut record =
+            BaseRecord::<[u8], [u8], _>::with_opaque_to(message.topic, Arc::clone(reports))
+                .payload(message.payload);
+        if let Some(key) = message.key {
+            record = record.key(key);
+        }
+        if let Some(ts) = message.timestamp {
+            record = record.timestamp(ts);
+        }
+        if let Some(h) = message.headers {
+            record = record.headers(h);
+        }
+        reports.pending.fetch_add(1, Ordering::AcqRel);
         loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return delivery,
-                Err((_, back)) => {
-                    // QueueFull (or a transient local error): let deliveries drain.
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // Let deliveries drain.
                     record = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((error, back)) => {
+                    let message = OwnedMessage::new(
+                        back.payload.map(<[u8]>::to_vec),
+                        back.key.map(<[u8]>::to_vec),
+                        back.topic.to_owned(),
+                        back.timestamp
+                            .map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
+                        back.partition.unwrap_or(-1),
+                        -1,
+                        back.headers,
+                    );
+                    back.delivery_opaque.failed(error, message);
+                    back.delivery_opaque.settle();
+                    return;
                 }
             }
         }
@@ -383,17 +469,14 @@ impl KafkaSink {
 
     /// Settles a batch once its reports are in: retries what may still succeed, records what
     /// never will, then drops the batch (acknowledging it).
-    async fn complete(&self, ctx: &SinkContext, batch: Batch, reports: Reports, started: Instant) {
-        let mut failed: Vec<(KafkaError, OwnedMessage)> = Vec::new();
-        let mut delivered = 0u64;
-        for report in reports {
-            match report {
-                Ok(Ok(_)) => delivered += 1,
-                Ok(Err(failure)) => failed.push(failure),
-                // The producer went away; cannot happen while the sink holds it.
-                Err(_) => ComponentMetrics::add(&ctx.metrics.errors, 1),
-            }
-        }
+    async fn complete(
+        &self,
+        ctx: &SinkContext,
+        batch: Batch,
+        mut delivered: u64,
+        mut failed: Vec<(KafkaError, OwnedMessage)>,
+        started: Instant,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         while !failed.is_empty() {
             let (retry, permanent): (Vec<_>, Vec<_>) =
@@ -408,28 +491,21 @@ impl KafkaSink {
             ComponentMetrics::add(&ctx.metrics.warnings, retry.len() as u64);
             tracing::warn!(component = %ctx.id, messages = retry.len(), error = %retry[0].0, "Kafka delivery failed; retrying.");
             backoff.wait().await;
-            let mut again = Vec::with_capacity(retry.len());
+            let reports = Reports::new();
             for (_, m) in &retry {
-                let mut record = FutureRecord::to(m.topic()).payload(m.payload().unwrap_or(&[]));
-                if let Some(k) = m.key() {
-                    record = record.key(k);
-                }
-                if let Some(h) = m.headers() {
-                    record = record.headers(h.clone());
-                }
-                if let Some(ts) = m.timestamp().to_millis() {
-                    record = record.timestamp(ts);
-                }
-                again.push(self.enqueue(record).await);
+                let message = Outgoing {
+                    topic: m.topic(),
+                    payload: m.payload().unwrap_or(&[]),
+                    key: m.key(),
+                    timestamp: m.timestamp().to_millis(),
+                    headers: m.headers().cloned(),
+                };
+                self.enqueue(message, &reports).await;
             }
-            failed = Vec::new();
-            for report in futures::future::join_all(again).await {
-                match report {
-                    Ok(Ok(_)) => delivered += 1,
-                    Ok(Err(failure)) => failed.push(failure),
-                    Err(_) => ComponentMetrics::add(&ctx.metrics.errors, 1),
-                }
-            }
+            reports.settle();
+            let (more, again) = reports.wait().await;
+            delivered += more;
+            failed = again;
         }
         if delivered > 0 {
             ctx.metrics.reachable();

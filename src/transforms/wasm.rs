@@ -46,7 +46,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{HasSelf, Linker, ResourceAny, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceAny, ResourceTable, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -514,6 +514,10 @@ impl Shared {
         let process = instance
             .get_func(&mut store, self.loaded.process)
             .ok_or("the plugin has no `plugin.process` function")?;
+        // Checked once here; each call then skips the check (see `Slot::call`).
+        process
+            .typed::<ProcessParams<'_>, ProcessResults>(&store)
+            .map_err(|e| format!("`plugin.process` has another type: {e}"))?;
         store.set_epoch_deadline(self.deadline_ticks);
         let resource = bindings
             .kollate_plugin_transform()
@@ -529,6 +533,12 @@ impl Shared {
         })
     }
 }
+
+/// What `plugin.process` takes: the plugin resource and a batch.
+type ProcessParams<'a> = (ResourceAny, lowering::LoweredBatch<'a>);
+
+/// What `plugin.process` returns: one disposition per event, or an error.
+type ProcessResults = (Result<Vec<Disposition>, String>,);
 
 /// One live instance.
 struct Instance {
@@ -605,12 +615,11 @@ impl Slot {
         let started = Instant::now();
         to_batch(events, &mut self.scratch).map_err(Failure::Refused)?;
         let batch = self.images.lower(&self.scratch);
-        let result = inst
-            .process
-            .typed::<(ResourceAny, lowering::LoweredBatch<'_>), (Result<Vec<Disposition>, String>,)>(
-                &inst.store,
-            )
-            .and_then(|process| process.call(&mut inst.store, (inst.resource, batch)))
+        // SAFETY: `Shared::instantiate` checked the function against exactly these types.
+        let process =
+            unsafe { TypedFunc::<ProcessParams<'_>, ProcessResults>::new_unchecked(inst.process) };
+        let result = process
+            .call(&mut inst.store, (inst.resource, batch))
             .map(|(r,)| r);
         pm.latency.observe(started.elapsed());
         match result {
@@ -737,7 +746,7 @@ impl WasmTransformConfig {
                     .map(|i| Slot {
                         instance: Some(i),
                         scratch: empty_batch(),
-                    images: lowering::Images::default(),
+                        images: lowering::Images::default(),
                     })
                     .map_err(|e| error(format!("plugin `{}`: {e}", self.path.display())))
             })
@@ -1120,6 +1129,9 @@ struct BatchBuilder<'b> {
 
 impl BatchBuilder<'_> {
     fn span(&mut self, s: &str) -> Result<wit::TextSpan, String> {
+        if s.is_empty() {
+            return Ok(wit::TextSpan { start: 0, len: 0 });
+        }
         let text = &mut self.batch.text;
         let start = u32::try_from(text.len()).map_err(|_| "batch text over 4 GiB".to_owned())?;
         text.extend_from_slice(s.as_bytes());

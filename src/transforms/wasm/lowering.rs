@@ -266,10 +266,7 @@ mod tests {
             EVENT_VIEW_SIZE,
             "event-view size"
         );
-        assert_eq!(
-            <wit::EventView as ComponentType>::ALIGN32,
-            EVENT_VIEW_ALIGN
-        );
+        assert_eq!(<wit::EventView as ComponentType>::ALIGN32, EVENT_VIEW_ALIGN);
         type Pair = (wit::TextSpan, wit::TextSpan);
         assert_eq!(<Pair as ComponentType>::SIZE32, PAIR_SIZE);
         assert_eq!(<Pair as ComponentType>::ALIGN32, PAIR_ALIGN);
