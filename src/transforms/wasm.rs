@@ -923,14 +923,27 @@ impl Transform for WasmTransform {
             .circuit_open
             .store(0, Ordering::Relaxed);
         let results = self.run(&batch.events);
+        if results
+            .iter()
+            .all(|r| matches!(r, Ok(Disposition::Pass | Disposition::SetLabels(_))))
+        {
+            // Every event stays where it is (the common case): no event is moved.
+            skeleton.events = batch.events;
+            for (event, result) in skeleton.events.iter_mut().zip(results) {
+                if let Ok(Disposition::SetLabels(labels)) = result {
+                    set_labels(event, labels);
+                }
+            }
+            self.breaker.record(false, now);
+            out.push(skeleton);
+            return;
+        }
         let mut any_failed = false;
         for (mut event, result) in batch.events.into_iter().zip(results) {
             match result {
                 Ok(Disposition::Pass) => events.push(event),
                 Ok(Disposition::SetLabels(labels)) => {
-                    for (k, v) in labels {
-                        event.labels.insert(k.into(), v.into());
-                    }
+                    set_labels(&mut event, labels);
                     events.push(event);
                 }
                 Ok(Disposition::Drop) => {
@@ -1239,6 +1252,13 @@ fn empty_batch() -> wit::Batch {
         text: Vec::new(),
         pairs: Vec::new(),
         events: Vec::new(),
+    }
+}
+
+/// Applies a plugin's `set-labels` answer.
+fn set_labels(event: &mut Event, labels: Vec<(String, String)>) {
+    for (k, v) in labels {
+        event.labels.insert(k.into(), v.into());
     }
 }
 
