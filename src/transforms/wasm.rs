@@ -1141,72 +1141,68 @@ struct BatchBuilder<'b> {
 }
 
 impl BatchBuilder<'_> {
-    fn span(&mut self, s: &str) -> Result<wit::TextSpan, String> {
+    /// Copies `s` into the text. Offsets past 4 GiB would wrap: `to_batch` refuses such a
+    /// batch before it is used.
+    fn span(&mut self, s: &str) -> wit::TextSpan {
         if s.is_empty() {
-            return Ok(wit::TextSpan { start: 0, len: 0 });
+            return wit::TextSpan { start: 0, len: 0 };
         }
         let text = &mut self.batch.text;
-        let start = u32::try_from(text.len()).map_err(|_| "batch text over 4 GiB".to_owned())?;
+        let start = text.len() as u32;
         text.extend_from_slice(s.as_bytes());
-        Ok(wit::TextSpan {
+        wit::TextSpan {
             start,
             len: s.len() as u32,
-        })
+        }
     }
 
-    fn object(&mut self, o: &ObjectRef) -> Result<wit::ObjectView, String> {
-        Ok(wit::ObjectView {
-            kind: self.span(&o.kind)?,
-            namespace: self.span(&o.namespace)?,
-            name: self.span(&o.name)?,
-            uid: self.span(&o.uid)?,
-            api_version: self.span(&o.api_version)?,
-            resource_version: self.span(&o.resource_version)?,
-            field_path: self.span(&o.field_path)?,
-        })
+    fn object(&mut self, o: &ObjectRef) -> wit::ObjectView {
+        wit::ObjectView {
+            kind: self.span(&o.kind),
+            namespace: self.span(&o.namespace),
+            name: self.span(&o.name),
+            uid: self.span(&o.uid),
+            api_version: self.span(&o.api_version),
+            resource_version: self.span(&o.resource_version),
+            field_path: self.span(&o.field_path),
+        }
     }
 
-    fn pairs<'a>(
-        &mut self,
-        pairs: impl Iterator<Item = (&'a str, &'a str)>,
-    ) -> Result<wit::PairRange, String> {
+    fn pairs<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> wit::PairRange {
         let start = self.batch.pairs.len() as u32;
         for (k, v) in pairs {
-            let pair = (self.span(k)?, self.span(v)?);
+            let pair = (self.span(k), self.span(v));
             self.batch.pairs.push(pair);
         }
-        Ok(wit::PairRange {
+        wit::PairRange {
             start,
             len: self.batch.pairs.len() as u32 - start,
-        })
+        }
     }
 
-    fn event(&mut self, e: &Event) -> Result<wit::EventView, String> {
-        let enrichment = match e.enrichment.as_deref() {
-            None => None,
-            Some(en) => Some(wit::EnrichmentView {
-                owners: self.pairs(en.owners.iter().map(|o| (o.kind.as_str(), o.name.as_str())))?,
-                node: self.span(&en.node)?,
-                labels: self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
-            }),
-        };
-        let extra = extra_json(e).map(|json| self.span(&json)).transpose()?;
-        Ok(wit::EventView {
-            uid: self.span(&e.uid)?,
-            name: self.span(&e.name)?,
-            namespace: self.span(&e.namespace)?,
-            resource_version: self.span(&e.resource_version)?,
-            api_version: self.span(&e.api_version)?,
-            event_type: self.span(&e.event_type)?,
-            reason: self.span(&e.reason)?,
-            message: self.span(&e.message)?,
+    fn event(&mut self, e: &Event) -> wit::EventView {
+        let enrichment = e.enrichment.as_deref().map(|en| wit::EnrichmentView {
+            owners: self.pairs(en.owners.iter().map(|o| (o.kind.as_str(), o.name.as_str()))),
+            node: self.span(&en.node),
+            labels: self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        });
+        let extra = extra_json(e).map(|json| self.span(&json));
+        wit::EventView {
+            uid: self.span(&e.uid),
+            name: self.span(&e.name),
+            namespace: self.span(&e.namespace),
+            resource_version: self.span(&e.resource_version),
+            api_version: self.span(&e.api_version),
+            event_type: self.span(&e.event_type),
+            reason: self.span(&e.reason),
+            message: self.span(&e.message),
             combined: e.combined,
-            action: self.span(&e.action)?,
-            object: self.object(&e.object)?,
-            related: e.related.as_deref().map(|r| self.object(r)).transpose()?,
-            reporting_controller: self.span(&e.reporting_controller)?,
-            reporting_instance: self.span(&e.reporting_instance)?,
-            host: self.span(&e.host)?,
+            action: self.span(&e.action),
+            object: self.object(&e.object),
+            related: e.related.as_deref().map(|r| self.object(r)),
+            reporting_controller: self.span(&e.reporting_controller),
+            reporting_instance: self.span(&e.reporting_instance),
+            host: self.span(&e.host),
             count: e.count,
             first_timestamp: e.first_timestamp.map(to_datetime),
             last_timestamp: e.last_timestamp.map(to_datetime),
@@ -1218,15 +1214,11 @@ impl BatchBuilder<'_> {
             timestamp: e.timestamp.map(to_datetime),
             severity: e.severity.map(to_severity),
             category: e.category.map(to_category),
-            correlation_id: e
-                .correlation_id
-                .as_deref()
-                .map(|c| self.span(c))
-                .transpose()?,
-            labels: self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+            correlation_id: e.correlation_id.as_deref().map(|c| self.span(c)),
+            labels: self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             enrichment,
             extra,
-        })
+        }
     }
 }
 
@@ -1240,8 +1232,11 @@ fn to_batch(events: &[Event], batch: &mut wit::Batch) -> Result<(), String> {
     batch.events.clear();
     let mut b = BatchBuilder { batch };
     for e in events {
-        let view = b.event(e)?;
+        let view = b.event(e);
         b.batch.events.push(view);
+    }
+    if batch.text.len() > u32::MAX as usize {
+        return Err("batch text over 4 GiB".to_owned());
     }
     Ok(())
 }
