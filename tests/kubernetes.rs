@@ -143,6 +143,18 @@ fn tally(events: &[serde_json::Value]) -> HashMap<(String, String), usize> {
     seen
 }
 
+/// uid -> the highest count received for it (an object's latest state).
+fn latest_counts(events: &[serde_json::Value]) -> HashMap<String, u64> {
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    for e in events {
+        let n = latest
+            .entry(e["uid"].as_str().unwrap().to_owned())
+            .or_default();
+        *n = (*n).max(e["count"].as_u64().unwrap());
+    }
+    latest
+}
+
 #[test]
 fn every_change_arrives_exactly_once_through_dropped_connections_and_410s() {
     let h = Harness::new();
@@ -190,16 +202,7 @@ fn every_change_arrives_exactly_once_through_dropped_connections_and_410s() {
     // Every object arrives in its latest state; what was streamed arrives change by change.
     let final_counts: HashMap<String, u64> = changes.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(180);
-    let latest_arrived = |received: &[serde_json::Value]| {
-        let mut latest: HashMap<String, u64> = HashMap::new();
-        for e in received {
-            let n = latest
-                .entry(e["uid"].as_str().unwrap().to_owned())
-                .or_default();
-            *n = (*n).max(e["count"].as_u64().unwrap());
-        }
-        latest == final_counts
-    };
+    let latest_arrived = |received: &[serde_json::Value]| latest_counts(received) == final_counts;
     while !latest_arrived(&h.received()) {
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(h.path("kollate.log")).unwrap_or_default();
@@ -348,22 +351,12 @@ fn a_paged_list_while_the_cluster_changes_misses_no_change() {
         .map(|i| (format!("x-{i:04}"), if i % 7 == 0 { 2 } else { 1 }))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let latest = |received: &[serde_json::Value]| {
-        let mut latest: HashMap<String, u64> = HashMap::new();
-        for e in received {
-            let n = latest
-                .entry(e["uid"].as_str().unwrap().to_owned())
-                .or_default();
-            *n = (*n).max(e["count"].as_u64().unwrap());
-        }
-        latest
-    };
-    while latest(&h.received()) != expected && Instant::now() < deadline {
+    while latest_counts(&h.received()) != expected && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     h.stop(child);
     let received = h.received();
-    let got = latest(&received);
+    let got = latest_counts(&received);
     let wrong: Vec<_> = expected
         .iter()
         .filter(|(uid, count)| got.get(*uid) != Some(count))
