@@ -362,6 +362,13 @@ fn checkpoints_resume_after_what_the_sinks_acknowledged() {
         event_line("5", "E", "m", t)
     )
     .unwrap();
+    // A write that a kill -9 cut short: the sink cuts it off instead of gluing the next
+    // event to it.
+    let mut out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path("out.jsonl"))
+        .unwrap();
+    write!(out, "{{\"uid\":\"4\",\"rea").unwrap();
     let out = run(&config);
     let stderr = text(&out.stderr);
     let uids: Vec<String> = lines(&dir.path("out.jsonl"))

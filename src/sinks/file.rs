@@ -395,8 +395,16 @@ impl FileSink {
                     source,
                 })?;
             let meta = file.metadata().ok();
-            let size = meta.as_ref().map_or(0, |m| m.len());
+            let mut size = meta.as_ref().map_or(0, |m| m.len());
             let syncable = meta.is_some_and(|m| m.is_file());
+            if syncable && size > 0 {
+                size = cut_torn_line(&file, path, size).map_err(|source| {
+                    FileSinkError::OpenFailed {
+                        path: path.into(),
+                        source,
+                    }
+                })?;
+            }
             self.open.insert(
                 path.to_path_buf(),
                 OpenOut {
@@ -431,8 +439,8 @@ fn identity(uid: &str, resource_version: &str) -> Option<u64> {
         .then(|| xxh3_64(format!("{uid}/{resource_version}").as_bytes()))
 }
 
-/// Reads the identities in the last [`IDEMPOTENT_TAIL`] bytes of `path` (nothing if it does
-/// not exist), first cutting off an incomplete last line.
+/// Reads the identities in the complete lines among the last [`IDEMPOTENT_TAIL`] bytes of
+/// `path` (nothing if it does not exist).
 fn read_tail(path: &Path) -> std::io::Result<HashSet<u64>> {
     #[derive(Deserialize)]
     struct Identity<'a> {
@@ -441,7 +449,7 @@ fn read_tail(path: &Path) -> std::io::Result<HashSet<u64>> {
         #[serde(default, borrow)]
         resource_version: std::borrow::Cow<'a, str>,
     }
-    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
         Err(e) => return Err(e),
@@ -454,11 +462,8 @@ fn read_tail(path: &Path) -> std::io::Result<HashSet<u64>> {
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::with_capacity((len - start) as usize);
     file.read_to_end(&mut tail)?;
+    // An incomplete last line is cut off when the sink opens the file to write.
     let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < tail.len() {
-        tracing::warn!(file = %path.display(), bytes = tail.len() - complete, "Cut off an incomplete last line (an interrupted write; it is sent again).");
-        file.set_len(start + complete as u64)?;
-    }
     // The first line may be cut by the window; skip it unless the window is the whole file.
     let body = if start == 0 {
         &tail[..complete]
@@ -474,6 +479,33 @@ fn read_tail(path: &Path) -> std::io::Result<HashSet<u64>> {
         .filter_map(|line| serde_json::from_slice::<Identity>(line).ok())
         .filter_map(|id| identity(&id.uid, &id.resource_version))
         .collect())
+}
+
+/// Cuts off the bytes after the last newline of `file` (`len` bytes long, open for writing at
+/// `path`) and returns its new length. The sink writes whole lines only, so such bytes are a write that a crash
+/// interrupted: the batch was not acknowledged and is sent again, and without the cut its
+/// first line would be glued to the torn one and unreadable.
+fn cut_torn_line(file: &File, path: &Path, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 64 << 10;
+    let reader = File::open(path)?;
+    let mut buf = vec![0; CHUNK.min(len) as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        reader.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(file = %path.display(), bytes = len - end, "Cut off an incomplete last line (an interrupted write; it is sent again).");
+        file.set_len(end)?;
+    }
+    Ok(end)
 }
 
 /// `dir/events.jsonl` -> `dir/events.20240101T000000.000.jsonl` (unique per rotation).
@@ -524,7 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn idempotent_reopen_cuts_a_torn_line_and_remembers_the_tail() {
+    fn idempotent_reopen_remembers_the_complete_lines_of_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         std::fs::write(
@@ -536,12 +568,33 @@ mod tests {
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&identity("b", "2").unwrap()));
         assert!(!ids.contains(&identity("b", "3").unwrap()));
-        assert!(
-            std::fs::read_to_string(&path)
-                .unwrap()
-                .ends_with("\"2\"}\n")
-        );
         assert!(read_tail(&dir.path().join("missing")).unwrap().is_empty());
         assert_eq!(identity("", "1"), None);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_so_the_next_write_starts_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        // Torn lines shorter and longer than the 64 KiB read-back chunk, and a file that is
+        // nothing but a torn line.
+        let long = format!("{{\"message\":\"{}", "x".repeat(200_000));
+        for (complete, torn) in [
+            ("{\"n\":1}\n{\"n\":2}\n", "{\"n\":3,\"mess".to_owned()),
+            ("{\"n\":1}\n", long.clone()),
+            ("", long),
+            ("{\"n\":1}\n", String::new()),
+        ] {
+            std::fs::write(&path, format!("{complete}{torn}")).unwrap();
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            let len = file.metadata().unwrap().len();
+            let kept = cut_torn_line(&file, &path, len).unwrap();
+            assert_eq!(kept, complete.len() as u64);
+            file.write_all(b"{\"n\":9}\n").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{complete}{{\"n\":9}}\n")
+            );
+        }
     }
 }
