@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -136,9 +136,16 @@ fn consume(
 ) -> Result<(), BoxError> {
     let mut tracker: AckTracker<Offsets> = AckTracker::new();
     let store = |offsets: Offsets| {
+        // `store_offsets` stores exactly the given offset (the next one to read);
+        // `store_offset` would store one more, skipping a message at the next start.
+        let mut list = TopicPartitionList::with_capacity(offsets.len());
         for ((topic, partition), offset) in offsets {
+            // Offsets come from messages, so they are never out of range.
+            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+        if let Err(e) = consumer.store_offsets(&list) {
             // A partition taken away by a rebalance refuses; its new owner re-reads it.
-            let _ = consumer.store_offset(&topic, partition, offset);
+            tracing::debug!(error = %e, "Offsets not stored.");
         }
     };
     let mut events = Vec::with_capacity(batch_size);
