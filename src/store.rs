@@ -479,30 +479,55 @@ fn apply_rollup(tx: &Transaction<'_>, deltas: RollupDeltas) -> rusqlite::Result<
     Ok(())
 }
 
-/// The JSON Lines of up to [`BLOCK_EVENTS`] events of one severity, being filled.
-struct Block {
-    id: i64,
-    severity: Option<Severity>,
-    lines: Vec<u8>,
-    events: i64,
+/// Events made ready for [`Store::write`], which can happen on another thread than the
+/// writer's: their order (blocks hold one severity each), and each block's JSON Lines,
+/// compressed.
+pub struct Prepared {
+    /// Indexes into the events given to [`Prepared::new`], in the order they are written.
+    order: Vec<usize>,
+    /// Per block, in order: how many events it holds, and its compressed JSON Lines.
+    blocks: Vec<(usize, Vec<u8>)>,
 }
 
-impl Block {
-    /// Compresses and writes the block if it holds anything, and starts the next one.
-    fn flush(
-        &mut self,
-        tx: &Transaction<'_>,
+impl Prepared {
+    /// The compressor [`Prepared::new`] wants (one per thread, reused).
+    ///
+    /// # Errors
+    /// zstd could not set it up (out of memory).
+    pub fn compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+        zstd::bulk::Compressor::new(BLOCK_LEVEL)
+    }
+
+    /// Orders `events` by severity (keeping time order within one) and encodes and
+    /// compresses their blocks.
+    ///
+    /// # Errors
+    /// zstd failed (out of memory).
+    pub fn new(
+        events: &[&Event],
         compressor: &mut zstd::bulk::Compressor<'static>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.events > 0 {
-            let data = compressor.compress(&self.lines)?;
-            tx.prepare_cached("INSERT INTO blocks (id, live, data) VALUES (?1, ?2, ?3)")?
-                .execute(params![self.id, self.events, data])?;
-            self.id += 1;
-            self.events = 0;
-            self.lines.clear();
+    ) -> std::io::Result<Prepared> {
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by_key(|&i| events[i].severity);
+        let mut blocks = Vec::new();
+        let mut lines = Vec::with_capacity(BLOCK_EVENTS * 1024);
+        let mut first = 0;
+        for (at, &i) in order.iter().enumerate() {
+            let held = at - first;
+            if held == BLOCK_EVENTS
+                || (held > 0 && events[order[first]].severity != events[i].severity)
+            {
+                blocks.push((held, compressor.compress(&lines)?));
+                lines.clear();
+                first = at;
+            }
+            events[i].encode_json(&mut lines);
+            lines.push(b'\n');
         }
-        Ok(())
+        if first < order.len() {
+            blocks.push((order.len() - first, compressor.compress(&lines)?));
+        }
+        Ok(Prepared { order, blocks })
     }
 }
 
@@ -640,7 +665,9 @@ impl Store {
                     .filter_map(|(_, json)| serde_json::from_str(json).ok())
                     .collect();
                 unreadable += rows.len() - events.len();
-                write_events(tx, compressor, events.iter().collect(), MERGE_ROWS)?;
+                let events: Vec<&Event> = events.iter().collect();
+                let prepared = Prepared::new(&events, compressor)?;
+                write_events(tx, &events, &prepared, MERGE_ROWS)?;
                 tx.execute("DELETE FROM events_v1 WHERE id <= ?1", [last])?;
                 Ok(rows.len())
             })?;
@@ -743,8 +770,18 @@ impl Store {
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<usize, StoreError> {
         let events: Vec<&Event> = events.into_iter().collect();
+        let prepared = Prepared::new(&events, &mut self.compressor).map_err(|e| self.failed(e))?;
+        self.write(&events, &prepared)
+    }
+
+    /// Writes `events`, made ready by [`Prepared::new`], in one transaction; returns how
+    /// many were new.
+    ///
+    /// # Errors
+    /// SQLite errors (disk full, corruption).
+    pub fn write(&mut self, events: &[&Event], prepared: &Prepared) -> Result<usize, StoreError> {
         let merge_rows = self.merge_rows;
-        self.transaction(|tx, compressor| write_events(tx, compressor, events, merge_rows))
+        self.transaction(|tx, _| write_events(tx, events, prepared, merge_rows))
     }
 
     /// One step of retention at time `now`: deletes at most a chunk of expired rows.
@@ -1052,12 +1089,10 @@ impl Store {
 /// Inserts `events` with their blocks and rollup; returns how many were new.
 fn write_events(
     tx: &Transaction<'_>,
-    compressor: &mut zstd::bulk::Compressor<'static>,
-    mut events: Vec<&Event>,
+    events: &[&Event],
+    prepared: &Prepared,
     merge_rows: i64,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    // Blocks hold one severity each (a stable sort keeps time order within one).
-    events.sort_by_key(|e| e.severity);
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO events (id, identity, ts, namespace, kind, name, node, reason, type, severity, category, correlation_id, count, message, block, slot)
          VALUES (?16, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -1077,81 +1112,102 @@ fn write_events(
            summary = excluded.summary, first_seen = excluded.first_seen,
            last_seen = excluded.last_seen, json = excluded.json",
     )?;
-    let mut block = Block {
-        id: tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM blocks", [], |r| {
-            r.get(0)
-        })?,
-        severity: events.first().and_then(|e| e.severity),
-        lines: Vec::with_capacity(BLOCK_EVENTS * 1024),
-        events: 0,
-    };
+    let mut add_block =
+        tx.prepare_cached("INSERT INTO blocks (id, live, data) VALUES (?1, ?2, ?3)")?;
+    let mut block: i64 = tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM blocks", [], |r| {
+        r.get(0)
+    })?;
     let mut rollup = RollupDeltas::new();
     let mut added = 0;
-    for e in events {
-        if block.events == BLOCK_EVENTS as i64 || block.severity != e.severity {
-            block.flush(tx, compressor)?;
-            block.severity = e.severity;
+    let mut order = prepared.order.iter().map(|&i| events[i]);
+    for (held, data) in &prepared.blocks {
+        // Events already stored (a replay) leave their slot unused; a block none of whose
+        // events is new is not written.
+        let mut live = 0;
+        for (slot, e) in order.by_ref().take(*held).enumerate() {
+            if write_event(tx, &mut insert, &mut incident, e, next_id, block, slot)? {
+                let counts = rollup
+                    .entry(RollupKey::of(
+                        e,
+                        e.timestamp.map_or(0, |t| t.timestamp_millis()),
+                    ))
+                    .or_default();
+                counts.0 += 1;
+                counts.1 += e.occurrences() as i64;
+                next_id += 1;
+                live += 1;
+            }
         }
-        let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
-        let inserted = insert.execute(params![
-            identity(e),
-            ts,
-            crate::condition::namespace_of(e),
-            e.object.kind.as_str(),
-            e.object.name.as_str(),
-            e.host.as_str(),
-            e.reason.as_str(),
-            e.event_type.as_str(),
-            e.severity.map_or("", Severity::as_str),
-            e.category.map_or("", |c| c.as_str()),
-            e.correlation_id.as_deref(),
-            e.occurrences() as i64,
-            e.message.as_str(),
-            block.id,
-            block.events,
-            next_id,
-        ])?;
-        if inserted == 0 {
-            continue;
-        }
-        next_id += 1;
-        added += 1;
-        e.encode_json(&mut block.lines);
-        block.lines.push(b'\n');
-        block.events += 1;
-        let counts = rollup.entry(RollupKey::of(e, ts)).or_default();
-        counts.0 += 1;
-        counts.1 += e.occurrences() as i64;
-        if let Some(i) = e
-            .incident
-            .as_ref()
-            .filter(|i| i.summary.starts_with("merged into "))
-        {
-            // Folded into another incident: it no longer stands on its own.
-            tx.prepare_cached("DELETE FROM incidents WHERE id = ?1")?
-                .execute(params![i.id.as_str()])?;
-        } else if let Some(i) = &e.incident {
-            let status = serde_json::to_value(i.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            incident.execute(params![
-                i.id.as_str(),
-                status,
-                i.severity.as_str(),
-                i.summary,
-                i.first_seen.map(|t| t.timestamp_millis()),
-                i.last_seen.map(|t| t.timestamp_millis()),
-                serde_json::to_string(i).unwrap_or_default(),
-            ])?;
+        if live > 0 {
+            add_block.execute(params![block, live, data])?;
+            block += 1;
+            added += live;
         }
     }
-    block.flush(tx, compressor)?;
     apply_rollup(tx, rollup)?;
     if next_id - 1 - upto >= merge_rows {
         merge_deferred(tx)?;
     }
     Ok(added)
+}
+
+/// Inserts one event's row (and its incident's state) unless it is already stored;
+/// returns whether it was new.
+fn write_event(
+    tx: &Transaction<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    incident: &mut rusqlite::CachedStatement<'_>,
+    e: &Event,
+    id: i64,
+    block: i64,
+    slot: usize,
+) -> rusqlite::Result<bool> {
+    let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
+    let inserted = insert.execute(params![
+        identity(e),
+        ts,
+        crate::condition::namespace_of(e),
+        e.object.kind.as_str(),
+        e.object.name.as_str(),
+        e.host.as_str(),
+        e.reason.as_str(),
+        e.event_type.as_str(),
+        e.severity.map_or("", Severity::as_str),
+        e.category.map_or("", |c| c.as_str()),
+        e.correlation_id.as_deref(),
+        e.occurrences() as i64,
+        e.message.as_str(),
+        block,
+        slot as i64,
+        id,
+    ])?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    if let Some(i) = e
+        .incident
+        .as_ref()
+        .filter(|i| i.summary.starts_with("merged into "))
+    {
+        // Folded into another incident: it no longer stands on its own.
+        tx.prepare_cached("DELETE FROM incidents WHERE id = ?1")?
+            .execute(params![i.id.as_str()])?;
+    } else if let Some(i) = &e.incident {
+        let status = serde_json::to_value(i.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        incident.execute(params![
+            i.id.as_str(),
+            status,
+            i.severity.as_str(),
+            i.summary,
+            i.first_seen.map(|t| t.timestamp_millis()),
+            i.last_seen.map(|t| t.timestamp_millis()),
+            serde_json::to_string(i).unwrap_or_default(),
+        ])?;
+    }
+    Ok(true)
 }
 
 /// Inserts the deferred index entries of the events written since the last merge, sorted,
@@ -1368,6 +1424,41 @@ mod tests {
         }
         stored.extend(more);
         check_lookups(&store, &stored);
+    }
+
+    #[test]
+    fn a_replayed_batch_stores_only_its_new_events_and_reads_back_each_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+        assert_eq!(store.insert(&events(0, 100)).unwrap(), 100);
+        // Half already stored: their slots in the new blocks stay unused.
+        assert_eq!(store.insert(&events(50, 100)).unwrap(), 50);
+        assert_eq!(store.insert(&events(60, 20)).unwrap(), 0);
+        let all = store.query(&Filter::default(), 1_000).unwrap();
+        let mut uids: Vec<String> = all
+            .iter()
+            .map(|e| {
+                let i = e.uid.strip_prefix('u').unwrap();
+                assert_eq!(
+                    e.message,
+                    format!("m{i}"),
+                    "the row points at its own event"
+                );
+                e.uid.to_string()
+            })
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        assert_eq!(uids.len(), 150);
+        assert_eq!(count(&store, "SELECT sum(live) FROM blocks"), 150);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM blocks WHERE id NOT IN (SELECT block FROM events)"
+            ),
+            0,
+            "no block without a stored event"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `store` sink: events (and incident records) into kollate's embedded store
 //! ([`crate::store`]), one transaction per batch (or per run of batches already waiting),
-//! acknowledged after commit; retention
-//! enforced in small steps between batches.
+//! acknowledged after commit; retention enforced in small steps between batches. A second
+//! thread encodes and compresses the next transaction's events while the writer commits.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::batch::Batch;
 use crate::config::{ByteSize, DurationValue};
-use crate::event::Severity;
+use crate::event::{Event, Severity};
 use crate::metrics::ComponentMetrics;
-use crate::store::{Retention, Store};
+use crate::store::{Prepared, Retention, Store};
 use crate::topology::{BuildError, SinkContext, Task};
 
 /// How often retention runs (one chunk each time, so ingestion never waits long).
@@ -80,20 +81,84 @@ impl StoreSinkConfig {
 }
 
 fn run(
-    mut ctx: SinkContext,
+    ctx: SinkContext,
     path: PathBuf,
     retention: Retention,
 ) -> Result<(), crate::store::StoreError> {
+    let SinkContext {
+        id, input, metrics, ..
+    } = ctx;
     let mut store = Store::open(&path)?;
     store.checkpoint_elsewhere()?;
-    let checkpoints = Checkpointer::start(&path, ctx.id.clone())?;
+    let checkpoints = Checkpointer::start(&path, id.clone())?;
+    // Encoding and compressing happen on a thread of their own, one transaction ahead of
+    // the writer, which then only runs SQLite.
+    let (ready, prepared) = std::sync::mpsc::sync_channel(1);
+    let shared = Arc::clone(&metrics);
+    let preparer = std::thread::Builder::new()
+        .name("store-prepare".into())
+        .spawn(move || prepare(input, &shared, &ready))
+        .map_err(|e| crate::store::StoreError {
+            path: path.display().to_string(),
+            source: e.into(),
+        })?;
     let mut last_retention = Instant::now() - RETENTION_EVERY;
-    while let Some(first) = ctx.input.blocking_recv() {
+    for (batches, made) in prepared {
         let started = Instant::now();
+        let n = batches.iter().map(Batch::len).sum::<usize>() as u64;
+        let events: Vec<&Event> = batches.iter().flat_map(|b| b.events.iter()).collect();
+        let written = made
+            .map_err(|e| crate::store::StoreError {
+                path: path.display().to_string(),
+                source: e.into(),
+            })
+            .and_then(|made| checkpoints.turn(|| store.write(&events, &made)));
+        match written {
+            Ok(added) => {
+                metrics.batch_latency.observe(started.elapsed());
+                ComponentMetrics::add(&metrics.events_out, added as u64);
+                ComponentMetrics::add(&metrics.discarded, n - added as u64);
+            }
+            Err(e) => {
+                for batch in &batches {
+                    batch.fail();
+                }
+                ComponentMetrics::add(&metrics.errors, n);
+                // The preparer stops at its next hand-over (failing what it holds).
+                return Err(e);
+            }
+        }
+        // Committed: dropping the batches acknowledges them.
+        drop(events);
+        drop(batches);
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            last_retention = Instant::now();
+            if let Err(error) = store.enforce(&retention, chrono::Utc::now()) {
+                ComponentMetrics::add(&metrics.warnings, 1);
+                tracing::warn!(component = %id, %error, "Retention step failed; will retry.");
+            }
+        }
+    }
+    let _ = preparer.join();
+    Ok(())
+}
+
+/// A transaction's worth of batches, and their events made ready for the store.
+type Ready = (Vec<Batch>, std::io::Result<Prepared>);
+
+/// The preparing thread: takes the batches waiting (up to [`MAX_TRANSACTION`] events),
+/// encodes and compresses them, and hands them to the writer.
+fn prepare(
+    mut input: tokio::sync::mpsc::Receiver<Batch>,
+    metrics: &ComponentMetrics,
+    ready: &std::sync::mpsc::SyncSender<Ready>,
+) {
+    let mut compressor = Prepared::compressor();
+    while let Some(first) = input.blocking_recv() {
         let mut batches = vec![first];
         let mut n = batches[0].len();
         while n < MAX_TRANSACTION {
-            match ctx.input.try_recv() {
+            match input.try_recv() {
                 Ok(more) => {
                     n += more.len();
                     batches.push(more);
@@ -101,33 +166,22 @@ fn run(
                 Err(_) => break,
             }
         }
-        let n = n as u64;
-        ComponentMetrics::add(&ctx.metrics.events_in, n);
-        match checkpoints.turn(|| store.insert(batches.iter().flat_map(|b| b.events.iter()))) {
-            Ok(added) => {
-                ctx.metrics.batch_latency.observe(started.elapsed());
-                ComponentMetrics::add(&ctx.metrics.events_out, added as u64);
-                ComponentMetrics::add(&ctx.metrics.discarded, n - added as u64);
+        ComponentMetrics::add(&metrics.events_in, n as u64);
+        let made = match &mut compressor {
+            Ok(compressor) => {
+                let events: Vec<&Event> = batches.iter().flat_map(|b| b.events.iter()).collect();
+                Prepared::new(&events, compressor)
             }
-            Err(e) => {
-                for batch in &batches {
-                    batch.fail();
-                }
-                ComponentMetrics::add(&ctx.metrics.errors, n);
-                return Err(e);
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        if let Err(std::sync::mpsc::SendError((batches, _))) = ready.send((batches, made)) {
+            // The writer stopped on an error: these were not stored.
+            for batch in &batches {
+                batch.fail();
             }
-        }
-        // Committed: dropping the batches acknowledges them.
-        drop(batches);
-        if last_retention.elapsed() >= RETENTION_EVERY {
-            last_retention = Instant::now();
-            if let Err(error) = store.enforce(&retention, chrono::Utc::now()) {
-                ComponentMetrics::add(&ctx.metrics.warnings, 1);
-                tracing::warn!(component = %ctx.id, %error, "Retention step failed; will retry.");
-            }
+            return;
         }
     }
-    Ok(())
 }
 
 /// A thread with its own connection that checkpoints the WAL every second, so the sink's
