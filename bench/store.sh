@@ -4,9 +4,9 @@
 #
 #   bench/store.sh [EVENTS]
 #
-# Reports ingest events/s, database size (total and per million events), a filtered query
-# (one namespace, one hour, newest 100) and a group-by aggregation over every event
-# (reason, namespace), each the best of five runs of the whole `kollate` process.
+# Reports ingest events/s, database size (total and per million events), filtered queries
+# (one namespace, one hour, newest 100; one pod over all time) and group-by aggregations
+# over every event, each the best of five runs of the whole `kollate` process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-10000000}
@@ -60,6 +60,11 @@ best "query --namespace shop --since $from --until $to --limit 100" \
   "$BIN" query --db "$DB" --namespace shop --since "$from" --until "$to" --limit 100 -o jsonl
 best "query --namespace shop --reason BackOff --since $from --until $to" \
   "$BIN" query --db "$DB" --namespace shop --reason BackOff --since "$from" --until "$to" --limit 100 -o jsonl
+# One pod of that hour, looked up through the deferred name index (and the unmerged tail).
+name=$("$BIN" query --db "$DB" --namespace shop --since "$from" --until "$to" --limit 1 -o jsonl \
+  | sed -n 's/.*"object":{[^}]*"name":"\([^"]*\)".*/\1/p')
+best "query --name $name (all time)" \
+  "$BIN" query --db "$DB" --name "$name" --limit 100 -o jsonl
 best "aggregate --group-by reason,namespace (all $EVENTS events)" \
   "$BIN" aggregate --db "$DB" --group-by reason,namespace --since 2026-03-01T00:00:00Z
 best "aggregate --group-by namespace --window 1h (all events)" \

@@ -14,10 +14,13 @@
 //! is `fdatasync`ed before every acknowledgement: it survives power loss, at a cost in
 //! throughput. At shutdown every file is synced whatever the policy.
 //!
+//! Crashes: whenever the sink opens an existing file it cuts off an incomplete last line (a
+//! write a crash interrupted; the batch was not acknowledged and is sent again), so the
+//! next line it writes starts a line of its own.
+//!
 //! Exactly once across crashes (`idempotent = true`): a source resumes from its last
 //! acknowledged checkpoint, so after a `kill -9` it sends again what was written but not yet
-//! checkpointed. With this option, the first time the sink touches an existing file it cuts
-//! off an incomplete last line (a write the crash interrupted; it will be sent again) and
+//! checkpointed. With this option, the first time the sink touches an existing file it
 //! reads the identities (`uid` + `resource_version`) of the events in the file's last
 //! [`IDEMPOTENT_TAIL`] bytes; events already there are skipped (counted as discarded).
 //! Events without both fields are always written.
