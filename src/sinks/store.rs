@@ -92,8 +92,9 @@ fn run(
     store.checkpoint_elsewhere()?;
     let checkpoints = Checkpointer::start(&path, id.clone())?;
     // Encoding and compressing happen on a thread of their own, one transaction ahead of
-    // the writer, which then only runs SQLite.
-    let (ready, prepared) = std::sync::mpsc::sync_channel(1);
+    // the writer, which then only runs SQLite. A rendezvous: at most one prepared
+    // transaction waits while another is written.
+    let (ready, prepared) = std::sync::mpsc::sync_channel(0);
     let shared = Arc::clone(&metrics);
     let preparer = std::thread::Builder::new()
         .name("store-prepare".into())
