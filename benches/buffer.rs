@@ -2,6 +2,8 @@
 //! synced every 200 ms), read back, decoded and acknowledged. Run with
 //! `cargo bench --bench buffer`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +11,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use kollate::batch::Batch;
 use kollate::buffers::WhenFull;
 use kollate::buffers::disk::DiskBuffer;
-use kollate::event::{Event, decode_json};
-use kollate::generate::{GenerateOptions, generate};
+use kollate::event::Event;
 use kollate::metrics::ComponentMetrics;
 use tokio::sync::mpsc;
 
@@ -18,19 +19,7 @@ const EVENTS: u64 = 100_000;
 const BATCH: usize = 512;
 
 fn events() -> Vec<Event> {
-    let mut out = Vec::new();
-    let opts = GenerateOptions {
-        events: EVENTS,
-        rate: 100.0,
-        deployments: 400,
-        mixed_apis: false,
-        ..GenerateOptions::default()
-    };
-    generate(&opts, &mut out).expect("generate");
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| decode_json(l).expect("generated events decode"))
-        .collect()
+    common::decode(&common::generated(EVENTS, 100.0, false))
 }
 
 /// Writes every batch through a fresh disk buffer and reads it all back.

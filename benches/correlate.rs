@@ -1,5 +1,5 @@
 //! The correlate and patterns stages alone, on one thread, over the 1,000,000-event stream
-//! of `bench/run.sh` (`kollate generate --rate 200 --deployments 400`).
+//! of `bench/run.sh` (`kollate generate --rate 200 --deployments 400 --core-only`).
 //!
 //! Generation, decoding and classification happen first and are not timed; the timed part
 //! is every batch of 500 going through `correlate` then `patterns`, and their final flush.
@@ -8,13 +8,13 @@
 //!
 //!     cargo bench --bench correlate [-- EVENTS]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kollate::batch::Batch;
 use kollate::event::Event;
-use kollate::format::{Decoded, Limits, Reader};
-use kollate::generate::{GenerateOptions, generate};
 use kollate::metrics::ComponentMetrics;
 use kollate::topology::Transform;
 use kollate::transforms::classify::ClassifyTransformConfig;
@@ -24,27 +24,7 @@ use kollate::transforms::patterns::PatternsTransformConfig;
 const BATCH: usize = 500;
 
 fn events(n: u64) -> Vec<Event> {
-    let mut bytes = Vec::new();
-    let opts = GenerateOptions {
-        events: n,
-        rate: 200.0,
-        deployments: 400,
-        ..GenerateOptions::default()
-    };
-    generate(&opts, &mut bytes).expect("generate");
-    let limits = Limits {
-        max_document_bytes: 64 << 20,
-        max_message_bytes: 64 << 10,
-    };
-    let mut reader = Reader::new(bytes.as_slice(), limits);
-    let mut events = Vec::with_capacity(n as usize);
-    let mut take = |d: Decoded| {
-        if let Decoded::Event(e, _) = d {
-            events.push(e);
-        }
-    };
-    while reader.read_available(&mut take).expect("in memory") > 0 {}
-    reader.finish(&mut take);
+    let mut events = common::decode(&common::generated(n, 200.0, false));
     let classify = toml::from_str::<ClassifyTransformConfig>("")
         .expect("config")
         .build();
