@@ -61,6 +61,8 @@ use crate::topology::{BuildError, Transform};
 
 mod lowering;
 
+use lowering::Verdict;
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -68,7 +70,6 @@ mod bindings {
     });
 }
 
-use bindings::exports::kollate::plugin::transform::Disposition;
 use bindings::kollate::plugin::{host, types as wit};
 
 /// The contract version this host implements: the name of the interface plugins export.
@@ -538,7 +539,7 @@ impl Shared {
 type ProcessParams<'a> = (ResourceAny, lowering::LoweredBatch<'a>);
 
 /// What `plugin.process` returns: one disposition per event, or an error.
-type ProcessResults = (Result<Vec<Disposition>, String>,);
+type ProcessResults = (Result<lowering::Verdicts, String>,);
 
 /// One live instance.
 struct Instance {
@@ -580,9 +581,7 @@ fn describe(e: &wasmtime::Error, store: &Store<HostState>) -> String {
 /// A slot: an instance, re-created after each fatal failure.
 struct Slot {
     instance: Option<Instance>,
-    /// The batch handed to the plugin, reused between calls (no fresh pages per call).
-    scratch: wit::Batch,
-    /// Its canonical ABI images, reused likewise.
+    /// The batch handed to the plugin, laid out in buffers reused between calls.
     images: lowering::Images,
 }
 
@@ -603,7 +602,7 @@ impl Slot {
     }
 
     /// Calls `process` on `events`; `Ok` holds exactly one disposition per event.
-    fn call(&mut self, shared: &Shared, events: &[Event]) -> Result<Vec<Disposition>, Failure> {
+    fn call(&mut self, shared: &Shared, events: &[Event]) -> Result<Vec<Verdict>, Failure> {
         let pm = shared
             .metrics
             .plugin
@@ -613,14 +612,13 @@ impl Slot {
         pm.calls.fetch_add(1, Ordering::Relaxed);
         pm.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
-        to_batch(events, &mut self.scratch).map_err(Failure::Refused)?;
-        let batch = self.images.lower(&self.scratch);
+        let batch = self.images.lower(events).map_err(Failure::Refused)?;
         // SAFETY: `Shared::instantiate` checked the function against exactly these types.
         let process =
             unsafe { TypedFunc::<ProcessParams<'_>, ProcessResults>::new_unchecked(inst.process) };
         let result = process
             .call(&mut inst.store, (inst.resource, batch))
-            .map(|(r,)| r);
+            .map(|(r,)| r.map(|v| v.0));
         pm.latency.observe(started.elapsed());
         match result {
             Ok(Ok(d)) if d.len() == events.len() => Ok(d),
@@ -657,7 +655,7 @@ impl Slot {
         shared: &Shared,
         events: &[Event],
         budget: &mut u32,
-        results: &mut Vec<Result<Disposition, String>>,
+        results: &mut Vec<Result<Verdict, String>>,
     ) {
         if *budget == 0 {
             results.extend(
@@ -745,7 +743,6 @@ impl WasmTransformConfig {
                     .instantiate()
                     .map(|i| Slot {
                         instance: Some(i),
-                        scratch: empty_batch(),
                         images: lowering::Images::default(),
                     })
                     .map_err(|e| error(format!("plugin `{}`: {e}", self.path.display())))
@@ -820,7 +817,7 @@ impl WasmTransform {
 
     /// Runs the plugin over `events` (split into calls of `batch_size`, spread over the
     /// instances); one outcome per event, in order.
-    fn run(&mut self, events: &[Event]) -> Vec<Result<Disposition, String>> {
+    fn run(&mut self, events: &[Event]) -> Vec<Result<Verdict, String>> {
         let chunks: Vec<&[Event]> = events.chunks(self.batch_size).collect();
         let budget = |n: usize| 2 * (usize::BITS - n.leading_zeros()) + 2;
         let shared = &self.shared;
@@ -925,12 +922,12 @@ impl Transform for WasmTransform {
         let results = self.run(&batch.events);
         if results
             .iter()
-            .all(|r| matches!(r, Ok(Disposition::Pass | Disposition::SetLabels(_))))
+            .all(|r| matches!(r, Ok(Verdict::Pass | Verdict::SetLabels(_))))
         {
             // Every event stays where it is (the common case): no event is moved.
             skeleton.events = batch.events;
             for (event, result) in skeleton.events.iter_mut().zip(results) {
-                if let Ok(Disposition::SetLabels(labels)) = result {
+                if let Ok(Verdict::SetLabels(labels)) = result {
                     set_labels(event, labels);
                 }
             }
@@ -941,22 +938,22 @@ impl Transform for WasmTransform {
         let mut any_failed = false;
         for (mut event, result) in batch.events.into_iter().zip(results) {
             match result {
-                Ok(Disposition::Pass) => events.push(event),
-                Ok(Disposition::SetLabels(labels)) => {
+                Ok(Verdict::Pass) => events.push(event),
+                Ok(Verdict::SetLabels(labels)) => {
                     set_labels(&mut event, labels);
                     events.push(event);
                 }
-                Ok(Disposition::Drop) => {
+                Ok(Verdict::Drop) => {
                     ComponentMetrics::add(&self.shared.metrics.discarded, 1);
                 }
-                Ok(Disposition::Replace(e)) => match from_wit(e) {
+                Ok(Verdict::Replace(e)) => match from_wit(*e) {
                     Ok(e) => events.push(e),
                     Err(reason) => {
                         any_failed = true;
                         self.failed(event, &reason, &skeleton, &mut events);
                     }
                 },
-                Ok(Disposition::FanOut(list)) => {
+                Ok(Verdict::FanOut(list)) => {
                     match list
                         .into_iter()
                         .map(from_wit)
@@ -969,7 +966,7 @@ impl Transform for WasmTransform {
                         }
                     }
                 }
-                Ok(Disposition::Reject(reason)) => self.dead_letter(event, &reason, &skeleton),
+                Ok(Verdict::Reject(reason)) => self.dead_letter(event, &reason, &skeleton),
                 Err(reason) => {
                     any_failed = true;
                     self.failed(event, &reason, &skeleton, &mut events);
@@ -1135,121 +1132,6 @@ fn extra_json(e: &Event) -> Option<String> {
         })
 }
 
-/// Lays events out as a WIT `batch`: every string copied once into one text buffer.
-struct BatchBuilder<'b> {
-    batch: &'b mut wit::Batch,
-}
-
-impl BatchBuilder<'_> {
-    /// Copies `s` into the text. Offsets past 4 GiB would wrap: `to_batch` refuses such a
-    /// batch before it is used.
-    fn span(&mut self, s: &str) -> wit::TextSpan {
-        if s.is_empty() {
-            return wit::TextSpan { start: 0, len: 0 };
-        }
-        let text = &mut self.batch.text;
-        let start = text.len() as u32;
-        text.extend_from_slice(s.as_bytes());
-        wit::TextSpan {
-            start,
-            len: s.len() as u32,
-        }
-    }
-
-    fn object(&mut self, o: &ObjectRef) -> wit::ObjectView {
-        wit::ObjectView {
-            kind: self.span(&o.kind),
-            namespace: self.span(&o.namespace),
-            name: self.span(&o.name),
-            uid: self.span(&o.uid),
-            api_version: self.span(&o.api_version),
-            resource_version: self.span(&o.resource_version),
-            field_path: self.span(&o.field_path),
-        }
-    }
-
-    fn pairs<'a>(&mut self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> wit::PairRange {
-        let start = self.batch.pairs.len() as u32;
-        for (k, v) in pairs {
-            let pair = (self.span(k), self.span(v));
-            self.batch.pairs.push(pair);
-        }
-        wit::PairRange {
-            start,
-            len: self.batch.pairs.len() as u32 - start,
-        }
-    }
-
-    fn event(&mut self, e: &Event) -> wit::EventView {
-        let enrichment = e.enrichment.as_deref().map(|en| wit::EnrichmentView {
-            owners: self.pairs(en.owners.iter().map(|o| (o.kind.as_str(), o.name.as_str()))),
-            node: self.span(&en.node),
-            labels: self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        });
-        let extra = extra_json(e).map(|json| self.span(&json));
-        wit::EventView {
-            uid: self.span(&e.uid),
-            name: self.span(&e.name),
-            namespace: self.span(&e.namespace),
-            resource_version: self.span(&e.resource_version),
-            api_version: self.span(&e.api_version),
-            event_type: self.span(&e.event_type),
-            reason: self.span(&e.reason),
-            message: self.span(&e.message),
-            combined: e.combined,
-            action: self.span(&e.action),
-            object: self.object(&e.object),
-            related: e.related.as_deref().map(|r| self.object(r)),
-            reporting_controller: self.span(&e.reporting_controller),
-            reporting_instance: self.span(&e.reporting_instance),
-            host: self.span(&e.host),
-            count: e.count,
-            first_timestamp: e.first_timestamp.map(to_datetime),
-            last_timestamp: e.last_timestamp.map(to_datetime),
-            event_time: e.event_time.map(to_datetime),
-            series: e.series.as_ref().map(|s| wit::Series {
-                count: s.count,
-                last_observed: s.last_observed.map(to_datetime),
-            }),
-            timestamp: e.timestamp.map(to_datetime),
-            severity: e.severity.map(to_severity),
-            category: e.category.map(to_category),
-            correlation_id: e.correlation_id.as_deref().map(|c| self.span(c)),
-            labels: self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            enrichment,
-            extra,
-        }
-    }
-}
-
-/// Lays `events` out in `batch` (cleared first, its buffers reused).
-///
-/// # Errors
-/// The batch's text would pass 4 GiB.
-fn to_batch(events: &[Event], batch: &mut wit::Batch) -> Result<(), String> {
-    batch.text.clear();
-    batch.pairs.clear();
-    batch.events.clear();
-    let mut b = BatchBuilder { batch };
-    for e in events {
-        let view = b.event(e);
-        b.batch.events.push(view);
-    }
-    if batch.text.len() > u32::MAX as usize {
-        return Err("batch text over 4 GiB".to_owned());
-    }
-    Ok(())
-}
-
-/// An empty batch to build into.
-fn empty_batch() -> wit::Batch {
-    wit::Batch {
-        text: Vec::new(),
-        pairs: Vec::new(),
-        events: Vec::new(),
-    }
-}
-
 /// Applies a plugin's `set-labels` answer.
 fn set_labels(event: &mut Event, labels: Vec<(String, String)>) {
     for (k, v) in labels {
@@ -1327,93 +1209,57 @@ fn from_wit(e: wit::Event) -> Result<Event, String> {
 mod tests {
     use super::*;
 
-    /// What a guest SDK does: an owned `event` from a view into a batch.
-    fn view_to_wit(b: &wit::Batch, v: &wit::EventView) -> wit::Event {
-        let text = |s: wit::TextSpan| {
-            std::str::from_utf8(&b.text[s.start as usize..(s.start + s.len) as usize])
-                .unwrap()
-                .to_owned()
-        };
-        let pairs = |r: wit::PairRange| -> Vec<(String, String)> {
-            b.pairs[r.start as usize..(r.start + r.len) as usize]
-                .iter()
-                .map(|(k, v)| (text(*k), text(*v)))
-                .collect()
-        };
-        let object = |o: &wit::ObjectView| wit::ObjectRef {
-            kind: text(o.kind),
-            namespace: text(o.namespace),
-            name: text(o.name),
-            uid: text(o.uid),
-            api_version: text(o.api_version),
-            resource_version: text(o.resource_version),
-            field_path: text(o.field_path),
-        };
-        wit::Event {
-            uid: text(v.uid),
-            name: text(v.name),
-            namespace: text(v.namespace),
-            resource_version: text(v.resource_version),
-            api_version: text(v.api_version),
-            event_type: text(v.event_type),
-            reason: text(v.reason),
-            message: text(v.message),
-            combined: v.combined,
-            action: text(v.action),
-            object: object(&v.object),
-            related: v.related.as_ref().map(object),
-            reporting_controller: text(v.reporting_controller),
-            reporting_instance: text(v.reporting_instance),
-            host: text(v.host),
-            count: v.count,
-            first_timestamp: v.first_timestamp,
-            last_timestamp: v.last_timestamp,
-            event_time: v.event_time,
-            series: v.series,
-            timestamp: v.timestamp,
-            severity: v.severity,
-            category: v.category,
-            correlation_id: v.correlation_id.map(text),
-            labels: pairs(v.labels),
-            enrichment: v.enrichment.map(|en| wit::Enrichment {
-                owners: pairs(en.owners)
-                    .into_iter()
-                    .map(|(kind, name)| wit::Owner { kind, name })
-                    .collect(),
-                node: text(en.node),
-                labels: pairs(en.labels),
-            }),
-            extra: v.extra.map(text),
-        }
-    }
-
     #[test]
-    fn events_survive_the_round_trip_through_the_wit_records() {
-        let text = r#"{"uid":"u1","name":"n","namespace":"shop","resource_version":"7","api_version":"v1","type":"Warning","reason":"BackOff","message":"Back-off","combined":true,"object":{"kind":"Pod","namespace":"shop","name":"cart-1","uid":"p1","field_path":"spec.containers{cart}"},"related":{"kind":"Node","name":"n-7"},"host":"n-7","count":12,"first_timestamp":"2026-03-02T08:00:02Z","event_time":"2026-03-02T08:00:02.123456Z","series":{"count":3,"last_observed":"2026-03-02T08:05:32Z"},"timestamp":"2026-03-02T08:05:32Z","severity":"error","category":"lifecycle","correlation_id":"inc-1","labels":{"a":"1","team":"x"},"enrichment":{"owners":[{"kind":"ReplicaSet","name":"cart-7d"}],"node":"n-7","labels":{"app":"cart"}},"aggregation":{"key":"k","count":2,"events":1,"samples":["m"]}}"#;
-        let event: Event = serde_json::from_str(text).unwrap();
+    fn an_invalid_extra_is_an_error_not_a_panic() {
+        let object = || wit::ObjectRef {
+            kind: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            uid: String::new(),
+            api_version: String::new(),
+            resource_version: String::new(),
+            field_path: String::new(),
+        };
+        let event = wit::Event {
+            uid: "u1".into(),
+            name: String::new(),
+            namespace: String::new(),
+            resource_version: String::new(),
+            api_version: String::new(),
+            event_type: String::new(),
+            reason: String::new(),
+            message: String::new(),
+            combined: false,
+            action: String::new(),
+            object: object(),
+            related: None,
+            reporting_controller: String::new(),
+            reporting_instance: String::new(),
+            host: String::new(),
+            count: 1,
+            first_timestamp: None,
+            last_timestamp: None,
+            event_time: None,
+            series: None,
+            timestamp: None,
+            severity: None,
+            category: None,
+            correlation_id: None,
+            labels: Vec::new(),
+            enrichment: None,
+            extra: None,
+        };
         let plain = Event {
-            uid: "u2".into(),
+            uid: "u1".into(),
             count: 1,
             ..Event::default()
         };
-        let mut batch = empty_batch();
-        to_batch(&[event.clone(), plain.clone()], &mut batch).unwrap();
-        assert_eq!(batch.events.len(), 2);
-        let back: Vec<Event> = batch
-            .events
-            .iter()
-            .map(|v| from_wit(view_to_wit(&batch, v)).unwrap())
-            .collect();
-        assert_eq!(back, [event, plain]);
-    }
-
-    #[test]
-    fn an_invalid_extra_is_an_error_not_a_panic() {
-        let mut batch = empty_batch();
-        to_batch(&[Event::default()], &mut batch).unwrap();
-        let mut e = view_to_wit(&batch, &batch.events[0]);
-        e.extra = Some("{\"nope\": 1}".into());
-        assert!(from_wit(e).unwrap_err().contains("extra"));
+        assert_eq!(from_wit(event.clone()).unwrap(), plain);
+        let bad = wit::Event {
+            extra: Some("{\"nope\": 1}".into()),
+            ..event
+        };
+        assert!(from_wit(bad).unwrap_err().contains("extra"));
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl<T: Transform> GuestPlugin for Instance<T> {
     }
 
     fn process(&self, batch: Batch) -> Result<Vec<Disposition>, String> {
-        let events = Events::new(&batch)?;
+        let events = Events { batch: &batch };
         self.0.borrow_mut().process_batch(&events)
     }
 
@@ -143,16 +143,9 @@ pub fn gauge_set(name: &str, value: f64) {
 #[derive(Clone, Copy)]
 pub struct Events<'a> {
     batch: &'a Batch,
-    text: &'a str,
 }
 
 impl<'a> Events<'a> {
-    /// Checks the batch's text once (it must be UTF-8); spans are then sliced without copies.
-    fn new(batch: &'a Batch) -> Result<Self, String> {
-        let text = std::str::from_utf8(&batch.text)
-            .map_err(|e| format!("the host sent text that is not UTF-8: {e}"))?;
-        Ok(Events { batch, text })
-    }
 
     /// Number of events.
     pub fn len(&self) -> usize {
@@ -172,10 +165,15 @@ impl<'a> Events<'a> {
             .map(|raw| EventView { raw, events: *self })
     }
 
+    /// The string a span points at, checked when it is read (a plugin pays only for the
+    /// fields it looks at). The host sends UTF-8 within the text; a span that is not
+    /// reads as empty.
     fn text(&self, span: TextSpan) -> &'a str {
         let start = span.start as usize;
-        self.text
-            .get(start..start + span.len as usize)
+        self.batch
+            .text
+            .get(start..start.saturating_add(span.len as usize))
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
             .unwrap_or("")
     }
 

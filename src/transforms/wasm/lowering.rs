@@ -1,23 +1,26 @@
-//! Lowers a `batch` into a plugin's memory with one copy per list.
+//! Lowers a `batch` into a plugin's memory with one copy per list, and lifts its
+//! dispositions without moving the large `disposition` value once per event.
 //!
 //! Wasmtime's generic lowering writes a `list<event-view>` field by field, each store
 //! looking up the guest's memory again; with about 80 fields per view that was most of the
-//! host's cost per event. [`LoweredBatch`] lays the views out in the canonical ABI's
-//! format here (a plain byte buffer per list) and copies each list into the guest at
-//! once. It type-checks as the generated [`wit::Batch`], so the contract and the guest's
-//! view of it are unchanged; the layout below follows the canonical ABI's rules for
-//! records (fields at their alignment, size rounded up to the largest), `option`
-//! (a `u8` case, then the payload at its alignment), `bool` and `enum` (a `u8`).
+//! host's cost per event. [`Images::lower`] writes kollate's events straight into the
+//! canonical ABI's format (a plain byte buffer per list, no intermediate records) and
+//! [`LoweredBatch`] copies each list into the guest at once. It type-checks as the
+//! generated [`wit::Batch`], so the contract and the guest's view of it are unchanged; the
+//! layout below follows the canonical ABI's rules for records (fields at their alignment,
+//! size rounded up to the largest), `option` (a `u8` case, then the payload at its
+//! alignment), `bool` and `enum` (a `u8`).
 
 use std::mem::MaybeUninit;
 
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
+    CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext, LowerContext,
 };
-use wasmtime::component::{ComponentType, Lower};
+use wasmtime::component::{ComponentType, Lift, Lower};
 
-use super::wit;
+use super::{extra_json, to_category, to_datetime, to_severity, wit};
+use crate::event::{Event, ObjectRef};
 
 /// Size of an `event-view` in the canonical ABI (checked against wasmtime's in a test).
 const EVENT_VIEW_SIZE: usize = 424;
@@ -27,48 +30,170 @@ const EVENT_VIEW_ALIGN: u32 = 8;
 const PAIR_SIZE: usize = 16;
 const PAIR_ALIGN: u32 = 4;
 
-/// A `batch` to hand to a plugin, lowered list by list (see the module's documentation).
+/// A `batch` to hand to a plugin, laid out list by list in the canonical ABI's format.
 pub(super) struct LoweredBatch<'a> {
-    batch: &'a wit::Batch,
-    /// The views and pairs in their canonical ABI layout, built before the call.
-    views: &'a [u8],
+    text: &'a [u8],
     pairs: &'a [u8],
+    views: &'a [u8],
 }
 
-/// Buffers the canonical ABI images are built in, reused from one batch to the next.
+/// Buffers a batch is laid out in, reused from one batch to the next.
 #[derive(Default)]
 pub(super) struct Images {
-    views: Vec<u8>,
+    text: Vec<u8>,
     pairs: Vec<u8>,
+    views: Vec<u8>,
 }
 
 impl Images {
-    /// Lays out `batch`'s views and pairs; the result borrows both.
-    pub(super) fn lower<'a>(&'a mut self, batch: &'a wit::Batch) -> LoweredBatch<'a> {
+    /// Lays `events` out as a `batch`: every string copied once into the text, each
+    /// `event-view` written at its canonical ABI offsets. The result borrows the buffers.
+    ///
+    /// # Errors
+    /// The batch's text would pass 4 GiB (spans are `u32` offsets).
+    pub(super) fn lower(&mut self, events: &[Event]) -> Result<LoweredBatch<'_>, String> {
+        self.text.clear();
+        self.pairs.clear();
         self.views.clear();
-        self.views.resize(batch.events.len() * EVENT_VIEW_SIZE, 0);
-        for (view, out) in batch
-            .events
+        self.views.resize(events.len() * EVENT_VIEW_SIZE, 0);
+        let mut layout = Layout {
+            text: &mut self.text,
+            pairs: &mut self.pairs,
+        };
+        for (event, view) in events
             .iter()
             .zip(self.views.chunks_exact_mut(EVENT_VIEW_SIZE))
         {
-            write_view(&mut Writer(out), view);
+            layout.event(&mut Writer(view), event);
         }
-        self.pairs.clear();
-        self.pairs.resize(batch.pairs.len() * PAIR_SIZE, 0);
-        for ((k, v), out) in batch
-            .pairs
-            .iter()
-            .zip(self.pairs.chunks_exact_mut(PAIR_SIZE))
-        {
-            let mut w = Writer(out);
-            w.span(0, *k);
-            w.span(8, *v);
+        if self.text.len() > u32::MAX as usize {
+            return Err("batch text over 4 GiB".to_owned());
         }
-        LoweredBatch {
-            batch,
-            views: &self.views,
+        Ok(LoweredBatch {
+            text: &self.text,
             pairs: &self.pairs,
+            views: &self.views,
+        })
+    }
+}
+
+/// Where an event's strings and label pairs go while its view is written.
+struct Layout<'a> {
+    text: &'a mut Vec<u8>,
+    pairs: &'a mut Vec<u8>,
+}
+
+impl Layout<'_> {
+    /// Copies `s` into the text. Offsets past 4 GiB would wrap: [`Images::lower`] refuses
+    /// such a batch before it is used.
+    fn text(&mut self, s: &str) -> wit::TextSpan {
+        if s.is_empty() {
+            return wit::TextSpan { start: 0, len: 0 };
+        }
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(s.as_bytes());
+        wit::TextSpan {
+            start,
+            len: s.len() as u32,
+        }
+    }
+
+    /// Appends `pairs` as `tuple<text-span, text-span>`s.
+    fn pairs<'s>(&mut self, pairs: impl Iterator<Item = (&'s str, &'s str)>) -> wit::PairRange {
+        let start = (self.pairs.len() / PAIR_SIZE) as u32;
+        for (k, v) in pairs {
+            let (k, v) = (self.text(k), self.text(v));
+            let mut pair = [0; PAIR_SIZE];
+            for (i, word) in [k.start, k.len, v.start, v.len].into_iter().enumerate() {
+                pair[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+            }
+            self.pairs.extend_from_slice(&pair);
+        }
+        wit::PairRange {
+            start,
+            len: (self.pairs.len() / PAIR_SIZE) as u32 - start,
+        }
+    }
+
+    /// `object-view`: seven spans (56 bytes, aligned to 4).
+    fn object(&mut self, w: &mut Writer<'_>, at: usize, o: &ObjectRef) {
+        let fields = [
+            o.kind.as_str(),
+            &o.namespace,
+            &o.name,
+            &o.uid,
+            &o.api_version,
+            &o.resource_version,
+            &o.field_path,
+        ];
+        for (i, s) in fields.into_iter().enumerate() {
+            w.span(at + 8 * i, self.text(s));
+        }
+    }
+
+    /// One `event-view`, field by field in the WIT's order, at the offsets the canonical
+    /// ABI gives them.
+    fn event(&mut self, w: &mut Writer<'_>, e: &Event) {
+        let fields = [
+            e.uid.as_str(),
+            &e.name,
+            &e.namespace,
+            &e.resource_version,
+            &e.api_version,
+            &e.event_type,
+            &e.reason,
+            &e.message,
+        ];
+        for (i, s) in fields.into_iter().enumerate() {
+            w.span(8 * i, self.text(s));
+        }
+        w.u8(64, u8::from(e.combined));
+        w.span(68, self.text(&e.action));
+        self.object(w, 76, &e.object);
+        if let Some(related) = e.related.as_deref() {
+            w.u8(132, 1);
+            self.object(w, 136, related);
+        }
+        w.span(192, self.text(&e.reporting_controller));
+        w.span(200, self.text(&e.reporting_instance));
+        w.span(208, self.text(&e.host));
+        w.u64(216, e.count);
+        w.option(224, 8, e.first_timestamp.map(to_datetime), Writer::datetime);
+        w.option(248, 8, e.last_timestamp.map(to_datetime), Writer::datetime);
+        w.option(272, 8, e.event_time.map(to_datetime), Writer::datetime);
+        w.option(296, 8, e.series.as_ref(), |w, at, s| {
+            w.u64(at, s.count);
+            w.option(
+                at + 8,
+                8,
+                s.last_observed.map(to_datetime),
+                Writer::datetime,
+            );
+        });
+        w.option(336, 8, e.timestamp.map(to_datetime), Writer::datetime);
+        w.option(360, 1, e.severity, |w, at, s| {
+            w.u8(at, to_severity(s) as u8)
+        });
+        w.option(362, 1, e.category, |w, at, c| {
+            w.u8(at, to_category(c) as u8)
+        });
+        if let Some(id) = e.correlation_id.as_deref() {
+            w.u8(364, 1);
+            w.span(368, self.text(id));
+        }
+        let labels = self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        w.range(376, labels);
+        if let Some(en) = e.enrichment.as_deref() {
+            w.u8(384, 1);
+            let owners = self.pairs(en.owners.iter().map(|o| (o.kind.as_str(), o.name.as_str())));
+            w.range(388, owners);
+            w.span(396, self.text(&en.node));
+            let labels = self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            w.range(404, labels);
+        }
+        if let Some(json) = extra_json(e) {
+            w.u8(412, 1);
+            w.span(416, self.text(&json));
         }
     }
 }
@@ -94,12 +219,13 @@ impl Writer<'_> {
         self.bytes(at, v.to_le_bytes());
     }
 
-    /// `text-span` and `pair-range`: two `u32`s (8 bytes, aligned to 4).
+    /// `text-span`: two `u32`s (8 bytes, aligned to 4).
     fn span(&mut self, at: usize, s: wit::TextSpan) {
         self.u32(at, s.start);
         self.u32(at + 4, s.len);
     }
 
+    /// `pair-range`: two `u32`s likewise.
     fn range(&mut self, at: usize, r: wit::PairRange) {
         self.u32(at, r.start);
         self.u32(at + 4, r.len);
@@ -112,7 +238,7 @@ impl Writer<'_> {
     }
 
     /// `option<T>`: the case byte, then the payload at `payload` bytes further on.
-    fn option<T: Copy>(
+    fn option<T>(
         &mut self,
         at: usize,
         payload: usize,
@@ -124,75 +250,20 @@ impl Writer<'_> {
             write(self, at + payload, v);
         }
     }
-
-    /// `object-view`: seven spans (56 bytes, aligned to 4).
-    fn object(&mut self, at: usize, o: &wit::ObjectView) {
-        let spans = [
-            o.kind,
-            o.namespace,
-            o.name,
-            o.uid,
-            o.api_version,
-            o.resource_version,
-            o.field_path,
-        ];
-        for (i, s) in spans.into_iter().enumerate() {
-            self.span(at + 8 * i, s);
-        }
-    }
-}
-
-/// One `event-view`, field by field in the WIT's order, at the offsets the canonical ABI
-/// gives them.
-fn write_view(w: &mut Writer<'_>, v: &wit::EventView) {
-    let spans = [
-        v.uid,
-        v.name,
-        v.namespace,
-        v.resource_version,
-        v.api_version,
-        v.event_type,
-        v.reason,
-        v.message,
-    ];
-    for (i, s) in spans.into_iter().enumerate() {
-        w.span(8 * i, s);
-    }
-    w.u8(64, u8::from(v.combined));
-    w.span(68, v.action);
-    w.object(76, &v.object);
-    w.option(132, 4, v.related.as_ref(), |w, at, o| w.object(at, o));
-    w.span(192, v.reporting_controller);
-    w.span(200, v.reporting_instance);
-    w.span(208, v.host);
-    w.u64(216, v.count);
-    w.option(224, 8, v.first_timestamp, Writer::datetime);
-    w.option(248, 8, v.last_timestamp, Writer::datetime);
-    w.option(272, 8, v.event_time, Writer::datetime);
-    w.option(296, 8, v.series, |w, at, s| {
-        w.u64(at, s.count);
-        w.option(at + 8, 8, s.last_observed, Writer::datetime);
-    });
-    w.option(336, 8, v.timestamp, Writer::datetime);
-    w.option(360, 1, v.severity, |w, at, s| w.u8(at, s as u8));
-    w.option(362, 1, v.category, |w, at, c| w.u8(at, c as u8));
-    w.option(364, 4, v.correlation_id, Writer::span);
-    w.range(376, v.labels);
-    w.option(384, 4, v.enrichment, |w, at, en| {
-        w.range(at, en.owners);
-        w.span(at + 8, en.node);
-        w.range(at + 16, en.labels);
-    });
-    w.option(412, 4, v.extra, Writer::span);
 }
 
 impl LoweredBatch<'_> {
     /// Copies the three lists into guest memory; returns each one's (pointer, length).
     fn store_lists<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<[(u32, u32); 3]> {
         Ok([
-            copy_list(cx, &self.batch.text, 1, self.batch.text.len())?,
-            copy_list(cx, self.pairs, PAIR_ALIGN, self.batch.pairs.len())?,
-            copy_list(cx, self.views, EVENT_VIEW_ALIGN, self.batch.events.len())?,
+            copy_list(cx, self.text, 1, self.text.len())?,
+            copy_list(cx, self.pairs, PAIR_ALIGN, self.pairs.len() / PAIR_SIZE)?,
+            copy_list(
+                cx,
+                self.views,
+                EVENT_VIEW_ALIGN,
+                self.views.len() / EVENT_VIEW_SIZE,
+            )?,
         ])
     }
 }
@@ -252,6 +323,119 @@ unsafe impl Lower for LoweredBatch<'_> {
             *cx.get::<4>(offset + 8 * i + 4) = len.to_le_bytes();
         }
         Ok(())
+    }
+}
+
+/// What a plugin decided for one event, in a host-sized form: the payloads the generated
+/// `disposition` holds inline (a whole `event` for `replace`) are boxed or moved out, so
+/// a batch of answers is a few words per event.
+pub(super) enum Verdict {
+    /// `pass`.
+    Pass,
+    /// `drop`.
+    Drop,
+    /// `replace`.
+    Replace(Box<wit::Event>),
+    /// `fan-out`.
+    FanOut(Vec<wit::Event>),
+    /// `reject`.
+    Reject(String),
+    /// `set-labels`.
+    SetLabels(Vec<(String, String)>),
+}
+
+impl From<wit::Disposition> for Verdict {
+    fn from(d: wit::Disposition) -> Self {
+        match d {
+            wit::Disposition::Pass => Verdict::Pass,
+            wit::Disposition::Drop => Verdict::Drop,
+            wit::Disposition::Replace(e) => Verdict::Replace(Box::new(e)),
+            wit::Disposition::FanOut(list) => Verdict::FanOut(list),
+            wit::Disposition::Reject(reason) => Verdict::Reject(reason),
+            wit::Disposition::SetLabels(labels) => Verdict::SetLabels(labels),
+        }
+    }
+}
+
+/// The `list<disposition>` a plugin returns, lifted as [`Verdict`]s: `pass` and `drop`
+/// are read from their case byte alone; the other cases go through wasmtime's generated
+/// lifting, one element at a time.
+pub(super) struct Verdicts(pub(super) Vec<Verdict>);
+
+/// The case bytes of `pass` and `drop` (the first two cases of `disposition`).
+const PASS_CASE: u8 = 0;
+const DROP_CASE: u8 = 1;
+
+impl Verdicts {
+    fn lift(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        ptr: u32,
+        len: u32,
+    ) -> wasmtime::Result<Self> {
+        let InterfaceType::List(list) = ty else {
+            wasmtime::bail!("expected a list of dispositions");
+        };
+        let element = cx.types[list].element;
+        let size = <wit::Disposition as ComponentType>::SIZE32;
+        let align = <wit::Disposition as ComponentType>::ALIGN32;
+        let (ptr, len) = (usize::try_from(ptr)?, usize::try_from(len)?);
+        let memory = cx.memory();
+        let bytes = len
+            .checked_mul(size)
+            .and_then(|n| memory.get(ptr..)?.get(..n))
+            .ok_or_else(|| wasmtime::format_err!("list pointer/length out of bounds of memory"))?;
+        if ptr % usize::try_from(align)? != 0 {
+            wasmtime::bail!("list pointer is not aligned");
+        }
+        let mut verdicts = Vec::with_capacity(len);
+        for item in bytes.chunks_exact(size) {
+            verdicts.push(match item[0] {
+                PASS_CASE => Verdict::Pass,
+                DROP_CASE => Verdict::Drop,
+                _ => wit::Disposition::linear_lift_from_memory(cx, element, item)?.into(),
+            });
+        }
+        Ok(Verdicts(verdicts))
+    }
+}
+
+// SAFETY: the type information is `Vec<wit::Disposition>`'s (checked by its `typecheck`);
+// a list's flat form is its (pointer, length).
+unsafe impl ComponentType for Verdicts {
+    type Lower = [ValRaw; 2];
+
+    const ABI: CanonicalAbiInfo = <Vec<wit::Disposition> as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <Vec<wit::Disposition> as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: reads only guest memory, bounds-checked, in the list's canonical ABI layout.
+unsafe impl Lift for Verdicts {
+    fn linear_lift_from_flat(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        src: &[ValRaw; 2],
+    ) -> wasmtime::Result<Self> {
+        Self::lift(cx, ty, src[0].get_u32(), src[1].get_u32())
+    }
+
+    fn linear_lift_from_memory(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Self> {
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (Some(ptr), Some(len)) = (word(0), word(4)) else {
+            wasmtime::bail!("a list is 8 bytes");
+        };
+        Self::lift(cx, ty, ptr, len)
     }
 }
 
