@@ -20,7 +20,7 @@ use wasmtime::component::__internal::{
 use wasmtime::component::{ComponentType, Lift, Lower};
 
 use super::{extra_json, to_category, to_datetime, to_severity, wit};
-use crate::event::{Event, ObjectRef};
+use crate::event::{Event, ObjectRef, Timestamp};
 
 /// Size of an `event-view` in the canonical ABI (checked against wasmtime's in a test).
 const EVENT_VIEW_SIZE: usize = 424;
@@ -59,6 +59,7 @@ impl Images {
         let mut layout = Layout {
             text: &mut self.text,
             pairs: &mut self.pairs,
+            last_time: None,
         };
         for (event, view) in events
             .iter()
@@ -81,9 +82,24 @@ impl Images {
 struct Layout<'a> {
     text: &'a mut Vec<u8>,
     pairs: &'a mut Vec<u8>,
+    /// The last timestamp converted: an event's timestamps are often equal.
+    last_time: Option<(Timestamp, wit::Datetime)>,
 }
 
 impl Layout<'_> {
+    /// `t` as a `datetime` (seconds and nanoseconds since the epoch).
+    fn time(&mut self, t: Option<Timestamp>) -> Option<wit::Datetime> {
+        let t = t?;
+        match self.last_time {
+            Some((last, converted)) if last == t => Some(converted),
+            _ => {
+                let converted = to_datetime(t);
+                self.last_time = Some((t, converted));
+                Some(converted)
+            }
+        }
+    }
+
     /// Copies `s` into the text. Offsets past 4 GiB would wrap: [`Images::lower`] refuses
     /// such a batch before it is used.
     fn text(&mut self, s: &str) -> wit::TextSpan {
@@ -158,19 +174,15 @@ impl Layout<'_> {
         w.span(200, self.text(&e.reporting_instance));
         w.span(208, self.text(&e.host));
         w.u64(216, e.count);
-        w.option(224, 8, e.first_timestamp.map(to_datetime), Writer::datetime);
-        w.option(248, 8, e.last_timestamp.map(to_datetime), Writer::datetime);
-        w.option(272, 8, e.event_time.map(to_datetime), Writer::datetime);
-        w.option(296, 8, e.series.as_ref(), |w, at, s| {
-            w.u64(at, s.count);
-            w.option(
-                at + 8,
-                8,
-                s.last_observed.map(to_datetime),
-                Writer::datetime,
-            );
-        });
-        w.option(336, 8, e.timestamp.map(to_datetime), Writer::datetime);
+        w.option(224, 8, self.time(e.first_timestamp), Writer::datetime);
+        w.option(248, 8, self.time(e.last_timestamp), Writer::datetime);
+        w.option(272, 8, self.time(e.event_time), Writer::datetime);
+        if let Some(series) = &e.series {
+            w.u8(296, 1);
+            w.u64(304, series.count);
+            w.option(312, 8, self.time(series.last_observed), Writer::datetime);
+        }
+        w.option(336, 8, self.time(e.timestamp), Writer::datetime);
         w.option(360, 1, e.severity, |w, at, s| {
             w.u8(at, to_severity(s) as u8)
         });
