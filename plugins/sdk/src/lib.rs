@@ -146,7 +146,6 @@ pub struct Events<'a> {
 }
 
 impl<'a> Events<'a> {
-
     /// Number of events.
     pub fn len(&self) -> usize {
         self.batch.events.len()
