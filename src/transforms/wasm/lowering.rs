@@ -166,10 +166,9 @@ impl Layout<'_> {
         w.u8(64, u8::from(e.combined));
         w.span(68, self.text(&e.action));
         self.object(w, 76, &e.object);
-        if let Some(related) = e.related.as_deref() {
-            w.u8(132, 1);
-            self.object(w, 136, related);
-        }
+        w.option(132, 4, e.related.as_deref(), |w, at, r| {
+            self.object(w, at, r)
+        });
         w.span(192, self.text(&e.reporting_controller));
         w.span(200, self.text(&e.reporting_instance));
         w.span(208, self.text(&e.host));
@@ -177,11 +176,10 @@ impl Layout<'_> {
         w.option(224, 8, self.time(e.first_timestamp), Writer::datetime);
         w.option(248, 8, self.time(e.last_timestamp), Writer::datetime);
         w.option(272, 8, self.time(e.event_time), Writer::datetime);
-        if let Some(series) = &e.series {
-            w.u8(296, 1);
-            w.u64(304, series.count);
-            w.option(312, 8, self.time(series.last_observed), Writer::datetime);
-        }
+        w.option(296, 8, e.series.as_ref(), |w, at, s| {
+            w.u64(at, s.count);
+            w.option(at + 8, 8, self.time(s.last_observed), Writer::datetime);
+        });
         w.option(336, 8, self.time(e.timestamp), Writer::datetime);
         w.option(360, 1, e.severity, |w, at, s| {
             w.u8(at, to_severity(s) as u8)
@@ -189,24 +187,19 @@ impl Layout<'_> {
         w.option(362, 1, e.category, |w, at, c| {
             w.u8(at, to_category(c) as u8)
         });
-        if let Some(id) = e.correlation_id.as_deref() {
-            w.u8(364, 1);
-            w.span(368, self.text(id));
-        }
+        let correlation_id = e.correlation_id.as_deref().map(|id| self.text(id));
+        w.option(364, 4, correlation_id, Writer::span);
         let labels = self.pairs(e.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         w.range(376, labels);
-        if let Some(en) = e.enrichment.as_deref() {
-            w.u8(384, 1);
+        w.option(384, 4, e.enrichment.as_deref(), |w, at, en| {
             let owners = self.pairs(en.owners.iter().map(|o| (o.kind.as_str(), o.name.as_str())));
-            w.range(388, owners);
-            w.span(396, self.text(&en.node));
+            w.range(at, owners);
+            w.span(at + 8, self.text(&en.node));
             let labels = self.pairs(en.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            w.range(404, labels);
-        }
-        if let Some(json) = extra_json(e) {
-            w.u8(412, 1);
-            w.span(416, self.text(&json));
-        }
+            w.range(at + 16, labels);
+        });
+        let extra = extra_json(e).map(|json| self.text(&json));
+        w.option(412, 4, extra, Writer::span);
     }
 }
 
