@@ -55,6 +55,8 @@ const MINUTE_MS: i64 = 60_000;
 const SCHEMA_VERSION: i64 = 3;
 /// Fields with a deferred index: (lookup table, events column).
 const DEFERRED: [(&str, &str); 2] = [("by_name", "name"), ("by_correlation", "correlation_id")];
+/// WAL frames (pages) a passive checkpoint may leave for the restart checkpoint.
+const WAL_LEFT_FRAMES: i64 = 2_048;
 /// Events written before their deferred index entries are merged in.
 const MERGE_ROWS: i64 = 65_536;
 
@@ -421,6 +423,11 @@ impl RollupKey {
         }
     }
 
+    /// The rollup table's order of keys.
+    fn sort_key(&self) -> (i64, [&str; 7]) {
+        (self.minute, self.fields.each_ref().map(Str::as_str))
+    }
+
     /// From a row holding `ts` and then the [`ROLLUP_COLUMNS`], from column `first` on.
     fn from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<RollupKey> {
         let field = |i: usize| r.get::<_, String>(first + 1 + i).map(Str::from);
@@ -458,6 +465,9 @@ fn apply_rollup(tx: &Transaction<'_>, deltas: RollupDeltas) -> rusqlite::Result<
         "DELETE FROM rollup WHERE minute = ?1 AND namespace = ?2 AND kind = ?3 AND node = ?4
            AND reason = ?5 AND type = ?6 AND severity = ?7 AND category = ?8 AND events <= 0",
     )?;
+    // In key order, so that the rows of each minute are visited page by page.
+    let mut deltas: Vec<_> = deltas.into_iter().collect();
+    deltas.sort_unstable_by(|(a, _), (b, _)| a.sort_key().cmp(&b.sort_key()));
     for (key, (events, occurrences)) in deltas {
         let [a, b, c, d, e, f, g] = key.fields.each_ref().map(Str::as_str);
         upsert.execute(params![
@@ -723,7 +733,16 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn copy_wal(&self) -> Result<(), StoreError> {
-        self.wal_checkpoint("PASSIVE")
+        // The writer goes on meanwhile: copy again what it wrote during the last copy (and
+        // sync it) while that is more than a little, so that what a restart checkpoint
+        // finds left, and holds the writer up for, is small.
+        for _ in 0..4 {
+            let (log, copied) = self.wal_checkpoint("PASSIVE")?;
+            if log - copied <= WAL_LEFT_FRAMES {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Copies the rest of the WAL into the database and starts the WAL over, waiting for
@@ -733,12 +752,15 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn restart_wal(&self) -> Result<(), StoreError> {
-        self.wal_checkpoint("RESTART")
+        self.wal_checkpoint("RESTART").map(|_| ())
     }
 
-    fn wal_checkpoint(&self, mode: &str) -> Result<(), StoreError> {
+    /// Runs a checkpoint; returns the frames in the WAL and how many of them are copied.
+    fn wal_checkpoint(&self, mode: &str) -> Result<(i64, i64), StoreError> {
         self.conn
-            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
             .map_err(|e| self.failed(e))
     }
 
@@ -844,7 +866,7 @@ impl Store {
         let mut rows = vacuum.query([]).map_err(|e| self.failed(e))?;
         while rows.next().map_err(|e| self.failed(e))?.is_some() {}
         drop(rows);
-        self.wal_checkpoint("TRUNCATE")
+        self.wal_checkpoint("TRUNCATE").map(|_| ())
     }
 
     /// Bytes the database occupies (pages in use or free, WAL excluded).
@@ -1114,36 +1136,46 @@ fn write_events(
     )?;
     let mut add_block =
         tx.prepare_cached("INSERT INTO blocks (id, live, data) VALUES (?1, ?2, ?3)")?;
-    let mut block: i64 = tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM blocks", [], |r| {
+    let block: i64 = tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM blocks", [], |r| {
         r.get(0)
     })?;
-    let mut rollup = RollupDeltas::new();
-    let mut added = 0;
+    // Each block gets its id now; one none of whose events is new (a replay) is not
+    // written, leaving its id unused.
+    let mut live = vec![0_i64; prepared.blocks.len()];
     let mut order = prepared.order.iter().map(|&i| events[i]);
-    for (held, data) in &prepared.blocks {
-        // Events already stored (a replay) leave their slot unused; a block none of whose
-        // events is new is not written.
-        let mut live = 0;
+    let mut rows = Vec::with_capacity(events.len());
+    for (at, (held, _)) in prepared.blocks.iter().enumerate() {
         for (slot, e) in order.by_ref().take(*held).enumerate() {
-            if write_event(tx, &mut insert, &mut incident, e, next_id, block, slot)? {
-                let counts = rollup
-                    .entry(RollupKey::of(
-                        e,
-                        e.timestamp.map_or(0, |t| t.timestamp_millis()),
-                    ))
-                    .or_default();
-                counts.0 += 1;
-                counts.1 += e.occurrences() as i64;
-                next_id += 1;
-                live += 1;
-            }
-        }
-        if live > 0 {
-            add_block.execute(params![block, live, data])?;
-            block += 1;
-            added += live;
+            let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
+            rows.push(Pending {
+                ts,
+                identity: identity(e),
+                event: e,
+                block: at,
+                slot,
+            });
         }
     }
+    // Rows go in in time order, whatever block holds them (blocks hold one severity each):
+    // the time index and the table then grow at their ends instead of splitting pages all
+    // over the transaction's time range.
+    rows.sort_unstable_by_key(|r| (r.ts, r.identity));
+    let mut rollup = RollupDeltas::new();
+    for row in &rows {
+        if write_event(tx, &mut insert, &mut incident, row, next_id, block)? {
+            let counts = rollup.entry(RollupKey::of(row.event, row.ts)).or_default();
+            counts.0 += 1;
+            counts.1 += row.event.occurrences() as i64;
+            next_id += 1;
+            live[row.block] += 1;
+        }
+    }
+    for ((live, (_, data)), id) in live.iter().zip(&prepared.blocks).zip(block..) {
+        if *live > 0 {
+            add_block.execute(params![id, live, data])?;
+        }
+    }
+    let added = live.iter().sum::<i64>() as usize;
     apply_rollup(tx, rollup)?;
     if next_id - 1 - upto >= merge_rows {
         merge_deferred(tx)?;
@@ -1151,21 +1183,30 @@ fn write_events(
     Ok(added)
 }
 
-/// Inserts one event's row (and its incident's state) unless it is already stored;
-/// returns whether it was new.
+/// An event to write, with its place in the transaction's blocks.
+struct Pending<'a> {
+    ts: i64,
+    identity: Option<[u8; 16]>,
+    event: &'a Event,
+    /// The block's index among the transaction's.
+    block: usize,
+    slot: usize,
+}
+
+/// Inserts one event's row (and its incident's state) unless it is already stored, its
+/// block numbered from `first_block`; returns whether it was new.
 fn write_event(
     tx: &Transaction<'_>,
     insert: &mut rusqlite::CachedStatement<'_>,
     incident: &mut rusqlite::CachedStatement<'_>,
-    e: &Event,
+    row: &Pending<'_>,
     id: i64,
-    block: i64,
-    slot: usize,
+    first_block: i64,
 ) -> rusqlite::Result<bool> {
-    let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
+    let e = row.event;
     let inserted = insert.execute(params![
-        identity(e),
-        ts,
+        row.identity,
+        row.ts,
         crate::condition::namespace_of(e),
         e.object.kind.as_str(),
         e.object.name.as_str(),
@@ -1177,8 +1218,8 @@ fn write_event(
         e.correlation_id.as_deref(),
         e.occurrences() as i64,
         e.message.as_str(),
-        block,
-        slot as i64,
+        first_block + row.block as i64,
+        row.slot as i64,
         id,
     ])?;
     if inserted == 0 {

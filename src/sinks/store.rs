@@ -191,14 +191,19 @@ fn prepare(
 /// It copies the WAL while the writer goes on, then takes its turn between two
 /// transactions to copy the rest and start the WAL over; the writer waits for that turn
 /// (a lock) rather than starving it, so the WAL holds about a second of writes.
-struct Checkpointer {
+pub struct Checkpointer {
     turns: Arc<Mutex<()>>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    fn start(
+    /// Starts checkpointing the store at `path` (whose writer has called
+    /// [`Store::checkpoint_elsewhere`]); `component` names it in warnings.
+    ///
+    /// # Errors
+    /// The store could not be opened, or the thread not started.
+    pub fn start(
         path: &std::path::Path,
         component: String,
     ) -> Result<Checkpointer, crate::store::StoreError> {
@@ -238,7 +243,7 @@ impl Checkpointer {
     }
 
     /// Runs one write transaction, not while a checkpoint has its turn.
-    fn turn<T>(&self, write: impl FnOnce() -> T) -> T {
+    pub fn turn<T>(&self, write: impl FnOnce() -> T) -> T {
         let _turn = self.turns.lock().unwrap_or_else(|p| p.into_inner());
         write()
     }
