@@ -52,19 +52,11 @@ const BLOCK_CACHE: usize = 32;
 /// The rollup's time resolution.
 const MINUTE_MS: i64 = 60_000;
 /// `PRAGMA user_version` of the layout below.
-const SCHEMA_VERSION: i64 = 4;
-/// Fields with a deferred index: (lookup table, events column), the most selective first
-/// (a query on several reads the first one's).
-const DEFERRED: [(&str, &str); 4] = [
-    ("by_name", "name"),
-    ("by_correlation", "correlation_id"),
-    ("by_node", "node"),
-    ("by_namespace", "namespace"),
-];
+const SCHEMA_VERSION: i64 = 3;
+/// Fields with a deferred index: (lookup table, events column).
+const DEFERRED: [(&str, &str); 2] = [("by_name", "name"), ("by_correlation", "correlation_id")];
 /// WAL frames (pages) a passive checkpoint may leave for the restart checkpoint.
 const WAL_LEFT_FRAMES: i64 = 2_048;
-/// The events not yet merged into the deferred indexes.
-const UNMERGED: &str = "id > (SELECT upto FROM merged)";
 /// Events written before their deferred index entries are merged in.
 const MERGE_ROWS: i64 = 65_536;
 
@@ -88,6 +80,8 @@ CREATE TABLE IF NOT EXISTS events (
     slot INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_ts ON events(ts, identity);
+CREATE INDEX IF NOT EXISTS events_namespace_ts ON events(namespace, ts);
+CREATE INDEX IF NOT EXISTS events_node_ts ON events(node, ts);
 CREATE TABLE IF NOT EXISTS by_name (
     name TEXT NOT NULL,
     ts INTEGER NOT NULL,
@@ -99,18 +93,6 @@ CREATE TABLE IF NOT EXISTS by_correlation (
     ts INTEGER NOT NULL,
     id INTEGER NOT NULL,
     PRIMARY KEY (correlation_id, ts, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS by_node (
-    node TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    id INTEGER NOT NULL,
-    PRIMARY KEY (node, ts, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS by_namespace (
-    namespace TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    id INTEGER NOT NULL,
-    PRIMARY KEY (namespace, ts, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS merged (upto INTEGER NOT NULL);
 INSERT INTO merged SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM merged);
@@ -252,35 +234,14 @@ impl Filter {
     /// index, the events that index lists plus those written since its last merge (read
     /// by id, whatever other index the conditions could use).
     fn source(&self) -> (String, Vec<Value>) {
-        let Some((lookup, values)) = self.lookup("id") else {
-            return ("events".to_owned(), Vec::new());
-        };
-        (
-            format!(
-                "(SELECT * FROM events NOT INDEXED WHERE id IN ({lookup})
-                  UNION ALL
-                  SELECT * FROM events NOT INDEXED WHERE {UNMERGED})"
-            ),
-            values,
-        )
-    }
-
-    /// When the filter names a field with a deferred index: a query of that index for the
-    /// filter's value and time range, selecting `columns` (of `ts` and `id`), and its
-    /// parameters. It lists the events merged into the index; those after them
-    /// ([`UNMERGED`]) are read from the table.
-    fn lookup(&self, columns: &str) -> Option<(String, Vec<Value>)> {
-        let values = [
-            &self.name,
-            &self.correlation_id,
-            &self.node,
-            &self.namespace,
-        ];
-        let (value, (table, column)) = values
+        let deferred = [&self.name, &self.correlation_id]
             .into_iter()
             .zip(DEFERRED)
-            .find_map(|(value, index)| value.as_ref().map(|v| (v, index)))?;
-        let mut lookup = format!("SELECT {columns} FROM {table} WHERE {column} = ?");
+            .find_map(|(value, index)| value.as_ref().map(|v| (v, index)));
+        let Some((value, (table, column))) = deferred else {
+            return ("events".to_owned(), Vec::new());
+        };
+        let mut lookup = format!("SELECT id FROM {table} WHERE {column} = ?");
         let mut values = vec![Value::Text(value.clone())];
         for (bound, op) in [(self.since, ">="), (self.until, "<")] {
             if let Some(t) = bound {
@@ -288,7 +249,14 @@ impl Filter {
                 values.push(Value::Integer(t.timestamp_millis()));
             }
         }
-        Some((lookup, values))
+        (
+            format!(
+                "(SELECT * FROM events NOT INDEXED WHERE id IN ({lookup})
+                  UNION ALL
+                  SELECT * FROM events NOT INDEXED WHERE id > (SELECT upto FROM merged))"
+            ),
+            values,
+        )
     }
 
     /// Conditions on everything but time.
@@ -647,18 +615,10 @@ impl Store {
             // the table is renamed, then copied over below.
             conn.execute_batch(LAYOUT1_ASIDE).map_err(failed)?;
         } else if version == 2 {
-            // Layout 2 had ordinary indexes where this layout has deferred ones: they are
+            // Layout 2 had ordinary indexes where layout 3 has deferred ones: they are
             // dropped here and filled below, once.
             conn.execute_batch(
-                "DROP INDEX IF EXISTS events_name_ts; DROP INDEX IF EXISTS events_correlation;
-                 DROP INDEX IF EXISTS events_namespace_ts; DROP INDEX IF EXISTS events_node_ts;",
-            )
-            .map_err(failed)?;
-        } else if version == 3 {
-            // Layout 3 had ordinary node and namespace indexes: they are dropped here and
-            // their deferred ones filled below, once.
-            conn.execute_batch(
-                "DROP INDEX IF EXISTS events_namespace_ts; DROP INDEX IF EXISTS events_node_ts;",
+                "DROP INDEX IF EXISTS events_name_ts; DROP INDEX IF EXISTS events_correlation;",
             )
             .map_err(failed)?;
         } else if exists("events")? && version != SCHEMA_VERSION && !exists("events_v1")? {
@@ -687,9 +647,6 @@ impl Store {
         }
         if version == 2 {
             store.transaction(|tx, _| Ok(merge_deferred(tx)?))?;
-        }
-        if version == 3 {
-            store.transaction(|tx, _| Ok(fill_deferred(tx, &DEFERRED[2..], "<=")?))?;
         }
         store
             .conn
@@ -931,35 +888,12 @@ impl Store {
     /// # Errors
     /// SQLite errors; a block of JSON that does not decompress (a damaged file).
     pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let (source, mut values) = filter.source();
         let (clause, conditions) = filter.sql();
-        let sql = match filter.lookup("ts AS d_ts, id AS d_id") {
-            // The index's entries newest first, each event read by id, merged with the
-            // unmerged events: both arms come in order, so the limit stops them early.
-            Some((lookup, mut values)) => {
-                let unmerged = if clause.is_empty() {
-                    format!(" WHERE {UNMERGED}")
-                } else {
-                    format!("{clause} AND {UNMERGED}")
-                };
-                values.extend(conditions.iter().cloned());
-                values.extend(conditions);
-                (
-                    format!(
-                        "SELECT block, slot, d_ts, d_id FROM ({lookup}) CROSS JOIN events ON id = d_id{clause}
-                         UNION ALL
-                         SELECT block, slot, ts, id FROM events NOT INDEXED{unmerged}
-                         ORDER BY 3 DESC, 4 DESC LIMIT ?"
-                    ),
-                    values,
-                )
-            }
-            None => (
-                format!("SELECT block, slot FROM events{clause} ORDER BY ts DESC, id DESC LIMIT ?"),
-                conditions,
-            ),
-        };
-        let (sql, mut values) = sql;
+        values.extend(conditions);
         values.push(Value::Integer(limit as i64));
+        let sql =
+            format!("SELECT block, slot FROM {source}{clause} ORDER BY ts DESC, id DESC LIMIT ?");
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.failed(e))?;
         let places: Vec<(i64, usize)> = stmt
             .query_map(params_from_iter(values.iter()), |r| {
@@ -1082,12 +1016,7 @@ impl Store {
             params.extend([Value::Integer(first_minute), Value::Integer(end_minute)]);
             params.extend(values.iter().cloned());
         }
-        // The edges of a rollup's range are short: the time index finds them.
-        let (events, events_values) = if use_rollup {
-            ("events".to_owned(), Vec::new())
-        } else {
-            filter.source()
-        };
+        let (events, events_values) = filter.source();
         for (from, to) in ranges {
             params.extend(events_values.iter().cloned());
             let mut conditions = Vec::new();
@@ -1325,28 +1254,21 @@ fn write_event(
 /// Inserts the deferred index entries of the events written since the last merge, sorted,
 /// so that each B-tree page is written once per merge rather than once per event.
 fn merge_deferred(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    fill_deferred(tx, &DEFERRED, ">")?;
-    tx.execute(
-        "UPDATE merged SET upto = max(upto, coalesce((SELECT max(id) FROM events), 0))",
-        [],
-    )?;
-    Ok(())
-}
-
-/// Inserts into the deferred `indexes` the entries of the events whose id compares with
-/// `op` to the last one merged, sorted, so that each B-tree page is written once.
-fn fill_deferred(tx: &Transaction<'_>, indexes: &[(&str, &str)], op: &str) -> rusqlite::Result<()> {
     let upto: i64 = tx.query_row("SELECT upto FROM merged", [], |r| r.get(0))?;
-    for (table, column) in indexes {
+    for (table, column) in DEFERRED {
         tx.execute(
             &format!(
                 "INSERT OR IGNORE INTO {table} ({column}, ts, id)
-                 SELECT {column}, ts, id FROM events WHERE id {op} ?1 AND {column} IS NOT NULL
+                 SELECT {column}, ts, id FROM events WHERE id > ?1 AND {column} IS NOT NULL
                  ORDER BY 1, 2, 3"
             ),
             [upto],
         )?;
     }
+    tx.execute(
+        "UPDATE merged SET upto = max(upto, coalesce((SELECT max(id) FROM events), 0))",
+        [],
+    )?;
     Ok(())
 }
 
@@ -1414,8 +1336,7 @@ mod tests {
 
     const START: i64 = 1_780_000_000;
 
-    /// Events on 11 pods in 3 namespaces, 4 nodes (a fifth on none) and 5 incidents (a
-    /// third without one), times out of order.
+    /// Events on 11 pods and 5 incidents (a third without one), times out of order.
     fn events(from: usize, n: usize) -> Vec<Event> {
         (from..from + n)
             .map(|i| {
@@ -1434,76 +1355,64 @@ mod tests {
                 };
                 e.object.kind = "Pod".into();
                 e.object.name = format!("p{}", (i * 31) % 11).into();
-                e.object.namespace = format!("ns{}", (i * 7) % 3).into();
-                e.host = if i % 5 == 0 {
-                    Str::default()
-                } else {
-                    format!("n{}", i % 4).into()
-                };
                 e
             })
             .collect()
     }
 
-    /// Every name, correlation id, node and namespace, with and without a time range (and
-    /// with a limit), answered by the store as counted over `stored`.
+    /// Every name and correlation id, with and without a time range, answered by the store
+    /// as counted over `stored`.
     fn check_lookups(store: &Store, stored: &[Event]) {
         let ranges = [(None, None), (Some(START + 1000), Some(START + 3000))];
         let at = |s: i64| chrono::DateTime::from_timestamp(s, 0);
-        type Field = fn(&mut Filter) -> &mut Option<String>;
-        let fields: [(&str, Field, fn(&Event) -> &str); 4] = [
-            ("name", |f| &mut f.name, |e| e.object.name.as_str()),
-            (
-                "correlation",
-                |f| &mut f.correlation_id,
-                |e| e.correlation_id.as_deref().unwrap_or("none"),
-            ),
-            ("node", |f| &mut f.node, |e| e.host.as_str()),
-            (
-                "namespace",
-                |f| &mut f.namespace,
-                |e| crate::condition::namespace_of(e),
-            ),
-        ];
-        let values = ["p0", "p3", "p10", "c0", "c4", "", "n1", "n3", "ns0", "ns2"];
         for (since, until) in ranges {
             let within = |e: &Event| {
                 let t = e.timestamp.unwrap().timestamp();
                 since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
             };
-            for (field, set, get) in fields {
-                for value in values {
-                    let mut expected: Vec<&Event> = stored
-                        .iter()
-                        .filter(|e| get(e) == value && within(e))
-                        .collect();
-                    let mut filter = Filter {
-                        since: since.and_then(at),
-                        until: until.and_then(at),
-                        ..Filter::default()
-                    };
-                    *set(&mut filter) = Some(value.to_owned());
-                    let found = store.query(&filter, 100_000).unwrap();
-                    let mut got: Vec<&str> = found.iter().map(|e| e.uid.as_str()).collect();
-                    let mut uids: Vec<&str> = expected.iter().map(|e| e.uid.as_str()).collect();
-                    got.sort_unstable();
-                    uids.sort_unstable();
-                    assert_eq!(got, uids, "{field} {value:?}, range {since:?}..{until:?}");
-                    // Newest first, cut at the limit.
-                    expected.sort_by_key(|e| std::cmp::Reverse(e.timestamp));
-                    let newest = store.query(&filter, 5).unwrap();
-                    assert_eq!(newest.len(), expected.len().min(5), "{field} {value:?}");
-                    for (got, want) in newest.iter().zip(&expected) {
-                        assert_eq!(got.timestamp, want.timestamp, "{field} {value:?}");
-                    }
-                    let counted: u64 = store
-                        .aggregate(&filter, &[GroupColumn::Reason], None, 10)
-                        .unwrap()
-                        .iter()
-                        .map(|r| r.events)
-                        .sum();
-                    assert_eq!(counted as usize, expected.len(), "aggregate on {value:?}");
-                }
+            for k in 0..11 {
+                let name = format!("p{k}");
+                let mut expected: Vec<&str> = stored
+                    .iter()
+                    .filter(|e| e.object.name == name.as_str() && within(e))
+                    .map(|e| e.uid.as_str())
+                    .collect();
+                let filter = Filter {
+                    name: Some(name.clone()),
+                    since: since.and_then(at),
+                    until: until.and_then(at),
+                    ..Filter::default()
+                };
+                let found = store.query(&filter, 100_000).unwrap();
+                let mut got: Vec<&str> = found.iter().map(|e| e.uid.as_str()).collect();
+                expected.sort_unstable();
+                got.sort_unstable();
+                assert_eq!(got, expected, "name {name}, range {since:?}..{until:?}");
+                let counted: u64 = store
+                    .aggregate(&filter, &[GroupColumn::Reason], None, 10)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.events)
+                    .sum();
+                assert_eq!(counted as usize, expected.len(), "aggregate on {name}");
+            }
+            for k in 0..5 {
+                let id = format!("c{k}");
+                let expected = stored
+                    .iter()
+                    .filter(|e| e.correlation_id.as_deref() == Some(id.as_str()) && within(e))
+                    .count();
+                let filter = Filter {
+                    correlation_id: Some(id.clone()),
+                    since: since.and_then(at),
+                    until: until.and_then(at),
+                    ..Filter::default()
+                };
+                assert_eq!(
+                    store.query(&filter, 100_000).unwrap().len(),
+                    expected,
+                    "{id}"
+                );
             }
         }
     }
@@ -1529,12 +1438,7 @@ mod tests {
                 "SELECT count(*) FROM events WHERE id > (SELECT upto FROM merged)"
             ) > 0
         );
-        for table in ["by_name", "by_node", "by_namespace"] {
-            assert_eq!(
-                count(&store, &format!("SELECT count(*) FROM {table}")),
-                upto
-            );
-        }
+        assert_eq!(count(&store, "SELECT count(*) FROM by_name"), upto);
         check_lookups(&store, &stored);
 
         // Retention takes the older half, index entries with it.
@@ -1545,11 +1449,13 @@ mod tests {
         };
         assert!(store.enforce(&retention, now).unwrap() > 0);
         stored.retain(|e| e.timestamp.unwrap() >= now);
-        for table in ["by_name", "by_node", "by_namespace"] {
-            let stale =
-                format!("SELECT count(*) FROM {table} WHERE id NOT IN (SELECT id FROM events)");
-            assert_eq!(count(&store, &stale), 0, "{table}");
-        }
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM by_name WHERE id NOT IN (SELECT id FROM events)"
+            ),
+            0
+        );
         check_lookups(&store, &stored);
 
         // New events get new ids, never those of deleted ones the indexes covered.
@@ -1625,44 +1531,6 @@ mod tests {
             ),
             0
         );
-        check_lookups(&store, &stored);
-    }
-
-    #[test]
-    fn a_layout_3_store_gets_its_node_and_namespace_indexes_filled_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let stored = events(0, 300);
-        {
-            let mut store = Store::open(&path).unwrap();
-            store.merge_rows = 100;
-            for chunk in stored.chunks(70) {
-                store.insert(chunk).unwrap();
-            }
-            // Back to layout 3: ordinary node and namespace indexes.
-            store
-                .conn
-                .execute_batch(
-                    "DROP TABLE by_node; DROP TABLE by_namespace;
-                     CREATE INDEX events_namespace_ts ON events(namespace, ts);
-                     CREATE INDEX events_node_ts ON events(node, ts);
-                     PRAGMA user_version = 3;",
-                )
-                .unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        let upto = count(&store, "SELECT upto FROM merged");
-        assert!((100..300).contains(&upto), "merged up to {upto}");
-        assert_eq!(count(&store, "SELECT count(*) FROM by_namespace"), upto);
-        assert_eq!(count(&store, "SELECT count(*) FROM by_node"), upto);
-        assert_eq!(
-            count(
-                &store,
-                "SELECT count(*) FROM sqlite_master WHERE name IN ('events_namespace_ts', 'events_node_ts')"
-            ),
-            0
-        );
-        assert_eq!(count(&store, "PRAGMA user_version"), SCHEMA_VERSION);
         check_lookups(&store, &stored);
     }
 }
