@@ -1336,7 +1336,8 @@ mod tests {
 
     const START: i64 = 1_780_000_000;
 
-    /// Events on 11 pods and 5 incidents (a third without one), times out of order.
+    /// Events on 11 pods in 3 namespaces, 4 nodes (a fifth on none) and 5 incidents (a
+    /// third without one), times out of order.
     fn events(from: usize, n: usize) -> Vec<Event> {
         (from..from + n)
             .map(|i| {
@@ -1355,64 +1356,76 @@ mod tests {
                 };
                 e.object.kind = "Pod".into();
                 e.object.name = format!("p{}", (i * 31) % 11).into();
+                e.object.namespace = format!("ns{}", (i * 7) % 3).into();
+                e.host = if i % 5 == 0 {
+                    Str::default()
+                } else {
+                    format!("n{}", i % 4).into()
+                };
                 e
             })
             .collect()
     }
 
-    /// Every name and correlation id, with and without a time range, answered by the store
-    /// as counted over `stored`.
+    /// Every name, correlation id, node and namespace, with and without a time range (and
+    /// with a limit), answered by the store as counted over `stored`.
     fn check_lookups(store: &Store, stored: &[Event]) {
         let ranges = [(None, None), (Some(START + 1000), Some(START + 3000))];
         let at = |s: i64| chrono::DateTime::from_timestamp(s, 0);
+        type Field = fn(&mut Filter) -> &mut Option<String>;
+        let fields: [(&str, Field, fn(&Event) -> &str); 4] = [
+            ("name", |f| &mut f.name, |e| e.object.name.as_str()),
+            (
+                "correlation",
+                |f| &mut f.correlation_id,
+                |e| e.correlation_id.as_deref().unwrap_or("none"),
+            ),
+            ("node", |f| &mut f.node, |e| e.host.as_str()),
+            (
+                "namespace",
+                |f| &mut f.namespace,
+                |e| crate::condition::namespace_of(e),
+            ),
+        ];
+        let values = ["p0", "p3", "p10", "c0", "c4", "", "n1", "n3", "ns0", "ns2"];
         for (since, until) in ranges {
             let within = |e: &Event| {
                 let t = e.timestamp.unwrap().timestamp();
                 since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
             };
-            for k in 0..11 {
-                let name = format!("p{k}");
-                let mut expected: Vec<&str> = stored
-                    .iter()
-                    .filter(|e| e.object.name == name.as_str() && within(e))
-                    .map(|e| e.uid.as_str())
-                    .collect();
-                let filter = Filter {
-                    name: Some(name.clone()),
-                    since: since.and_then(at),
-                    until: until.and_then(at),
-                    ..Filter::default()
-                };
-                let found = store.query(&filter, 100_000).unwrap();
-                let mut got: Vec<&str> = found.iter().map(|e| e.uid.as_str()).collect();
-                expected.sort_unstable();
-                got.sort_unstable();
-                assert_eq!(got, expected, "name {name}, range {since:?}..{until:?}");
-                let counted: u64 = store
-                    .aggregate(&filter, &[GroupColumn::Reason], None, 10)
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.events)
-                    .sum();
-                assert_eq!(counted as usize, expected.len(), "aggregate on {name}");
-            }
-            for k in 0..5 {
-                let id = format!("c{k}");
-                let expected = stored
-                    .iter()
-                    .filter(|e| e.correlation_id.as_deref() == Some(id.as_str()) && within(e))
-                    .count();
-                let filter = Filter {
-                    correlation_id: Some(id.clone()),
-                    since: since.and_then(at),
-                    until: until.and_then(at),
-                    ..Filter::default()
-                };
-                assert_eq!(
-                    store.query(&filter, 100_000).unwrap().len(),
-                    expected,
-                    "{id}"
-                );
+            for (field, set, get) in fields {
+                for value in values {
+                    let mut expected: Vec<&Event> = stored
+                        .iter()
+                        .filter(|e| get(e) == value && within(e))
+                        .collect();
+                    let mut filter = Filter {
+                        since: since.and_then(at),
+                        until: until.and_then(at),
+                        ..Filter::default()
+                    };
+                    *set(&mut filter) = Some(value.to_owned());
+                    let found = store.query(&filter, 100_000).unwrap();
+                    let mut got: Vec<&str> = found.iter().map(|e| e.uid.as_str()).collect();
+                    let mut uids: Vec<&str> = expected.iter().map(|e| e.uid.as_str()).collect();
+                    got.sort_unstable();
+                    uids.sort_unstable();
+                    assert_eq!(got, uids, "{field} {value:?}, range {since:?}..{until:?}");
+                    // Newest first, cut at the limit.
+                    expected.sort_by_key(|e| std::cmp::Reverse(e.timestamp));
+                    let newest = store.query(&filter, 5).unwrap();
+                    assert_eq!(newest.len(), expected.len().min(5), "{field} {value:?}");
+                    for (got, want) in newest.iter().zip(&expected) {
+                        assert_eq!(got.timestamp, want.timestamp, "{field} {value:?}");
+                    }
+                    let counted: u64 = store
+                        .aggregate(&filter, &[GroupColumn::Reason], None, 10)
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.events)
+                        .sum();
+                    assert_eq!(counted as usize, expected.len(), "aggregate on {value:?}");
+                }
             }
         }
     }
