@@ -453,8 +453,27 @@ fn minute_of(ts: i64) -> i64 {
     ts.div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
+/// What `events` (with their times) add to the rollup, in key order.
+fn rollup_of<'a>(events: impl Iterator<Item = (&'a Event, i64)>) -> Vec<(RollupKey, (i64, i64))> {
+    let mut deltas = RollupDeltas::new();
+    for (e, ts) in events {
+        let counts = deltas.entry(RollupKey::of(e, ts)).or_default();
+        counts.0 += 1;
+        counts.1 += e.occurrences() as i64;
+    }
+    in_key_order(deltas)
+}
+
+/// `deltas` in the rollup table's key order, so that the rows of each minute are visited
+/// page by page.
+fn in_key_order(deltas: RollupDeltas) -> Vec<(RollupKey, (i64, i64))> {
+    let mut deltas: Vec<_> = deltas.into_iter().collect();
+    deltas.sort_unstable_by(|(a, _), (b, _)| a.sort_key().cmp(&b.sort_key()));
+    deltas
+}
+
 /// Adds `deltas` to the rollup, removing rows that fall to zero.
-fn apply_rollup(tx: &Transaction<'_>, deltas: RollupDeltas) -> rusqlite::Result<()> {
+fn apply_rollup(tx: &Transaction<'_>, deltas: &[(RollupKey, (i64, i64))]) -> rusqlite::Result<()> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO rollup (minute, namespace, kind, node, reason, type, severity, category, events, occurrences)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -465,10 +484,7 @@ fn apply_rollup(tx: &Transaction<'_>, deltas: RollupDeltas) -> rusqlite::Result<
         "DELETE FROM rollup WHERE minute = ?1 AND namespace = ?2 AND kind = ?3 AND node = ?4
            AND reason = ?5 AND type = ?6 AND severity = ?7 AND category = ?8 AND events <= 0",
     )?;
-    // In key order, so that the rows of each minute are visited page by page.
-    let mut deltas: Vec<_> = deltas.into_iter().collect();
-    deltas.sort_unstable_by(|(a, _), (b, _)| a.sort_key().cmp(&b.sort_key()));
-    for (key, (events, occurrences)) in deltas {
+    for &(ref key, (events, occurrences)) in deltas {
         let [a, b, c, d, e, f, g] = key.fields.each_ref().map(Str::as_str);
         upsert.execute(params![
             key.minute,
@@ -490,13 +506,26 @@ fn apply_rollup(tx: &Transaction<'_>, deltas: RollupDeltas) -> rusqlite::Result<
 }
 
 /// Events made ready for [`Store::write`], which can happen on another thread than the
-/// writer's: their order (blocks hold one severity each), and each block's JSON Lines,
-/// compressed.
+/// writer's: their rows in the order they are inserted, each block's JSON Lines
+/// (compressed; a block holds one severity), and what they add to the rollup.
 pub struct Prepared {
-    /// Indexes into the events given to [`Prepared::new`], in the order they are written.
-    order: Vec<usize>,
-    /// Per block, in order: how many events it holds, and its compressed JSON Lines.
-    blocks: Vec<(usize, Vec<u8>)>,
+    /// One per event given to [`Prepared::new`], in time order.
+    rows: Vec<Pending>,
+    /// Per block, in order: its compressed JSON Lines.
+    blocks: Vec<Vec<u8>>,
+    /// The rollup's deltas if every event is new, in key order.
+    rollup: Vec<(RollupKey, (i64, i64))>,
+}
+
+/// An event to write: its index among the events given to [`Prepared::new`], and its place
+/// in the transaction's blocks.
+struct Pending {
+    ts: i64,
+    identity: Option<[u8; 16]>,
+    event: usize,
+    /// The block's index among the transaction's.
+    block: usize,
+    slot: usize,
 }
 
 impl Prepared {
@@ -508,8 +537,8 @@ impl Prepared {
         zstd::bulk::Compressor::new(BLOCK_LEVEL)
     }
 
-    /// Orders `events` by severity (keeping time order within one) and encodes and
-    /// compresses their blocks.
+    /// Encodes and compresses `events` into blocks, one severity each (in time order within
+    /// one), orders their rows by time and adds up their rollup.
     ///
     /// # Errors
     /// zstd failed (out of memory).
@@ -520,6 +549,7 @@ impl Prepared {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by_key(|&i| events[i].severity);
         let mut blocks = Vec::new();
+        let mut rows = Vec::with_capacity(events.len());
         let mut lines = Vec::with_capacity(BLOCK_EVENTS * 1024);
         let mut first = 0;
         for (at, &i) in order.iter().enumerate() {
@@ -527,17 +557,33 @@ impl Prepared {
             if held == BLOCK_EVENTS
                 || (held > 0 && events[order[first]].severity != events[i].severity)
             {
-                blocks.push((held, compressor.compress(&lines)?));
+                blocks.push(compressor.compress(&lines)?);
                 lines.clear();
                 first = at;
             }
             events[i].encode_json(&mut lines);
             lines.push(b'\n');
+            rows.push(Pending {
+                ts: events[i].timestamp.map_or(0, |t| t.timestamp_millis()),
+                identity: identity(events[i]),
+                event: i,
+                block: blocks.len(),
+                slot: at - first,
+            });
         }
         if first < order.len() {
-            blocks.push((order.len() - first, compressor.compress(&lines)?));
+            blocks.push(compressor.compress(&lines)?);
         }
-        Ok(Prepared { order, blocks })
+        // Rows go in in time order, whatever block holds them: the time index and the
+        // table then grow at their ends instead of splitting pages all over the
+        // transaction's time range.
+        rows.sort_unstable_by_key(|r| (r.ts, r.identity));
+        let rollup = rollup_of(rows.iter().map(|r| (events[r.event], r.ts)));
+        Ok(Prepared {
+            rows,
+            blocks,
+            rollup,
+        })
     }
 }
 
@@ -1142,55 +1188,30 @@ fn write_events(
     // Each block gets its id now; one none of whose events is new (a replay) is not
     // written, leaving its id unused.
     let mut live = vec![0_i64; prepared.blocks.len()];
-    let mut order = prepared.order.iter().map(|&i| events[i]);
-    let mut rows = Vec::with_capacity(events.len());
-    for (at, (held, _)) in prepared.blocks.iter().enumerate() {
-        for (slot, e) in order.by_ref().take(*held).enumerate() {
-            let ts = e.timestamp.map_or(0, |t| t.timestamp_millis());
-            rows.push(Pending {
-                ts,
-                identity: identity(e),
-                event: e,
-                block: at,
-                slot,
-            });
-        }
-    }
-    // Rows go in in time order, whatever block holds them (blocks hold one severity each):
-    // the time index and the table then grow at their ends instead of splitting pages all
-    // over the transaction's time range.
-    rows.sort_unstable_by_key(|r| (r.ts, r.identity));
-    let mut rollup = RollupDeltas::new();
-    for row in &rows {
-        if write_event(tx, &mut insert, &mut incident, row, next_id, block)? {
-            let counts = rollup.entry(RollupKey::of(row.event, row.ts)).or_default();
-            counts.0 += 1;
-            counts.1 += row.event.occurrences() as i64;
+    let mut new = Vec::with_capacity(prepared.rows.len());
+    for row in &prepared.rows {
+        let event = events[row.event];
+        if write_event(tx, &mut insert, &mut incident, event, row, next_id, block)? {
             next_id += 1;
             live[row.block] += 1;
+            new.push((event, row.ts));
         }
     }
-    for ((live, (_, data)), id) in live.iter().zip(&prepared.blocks).zip(block..) {
+    for ((live, data), id) in live.iter().zip(&prepared.blocks).zip(block..) {
         if *live > 0 {
             add_block.execute(params![id, live, data])?;
         }
     }
-    let added = live.iter().sum::<i64>() as usize;
-    apply_rollup(tx, rollup)?;
+    if new.len() == prepared.rows.len() {
+        apply_rollup(tx, &prepared.rollup)?;
+    } else {
+        // A replay: only the new events count.
+        apply_rollup(tx, &rollup_of(new.iter().copied()))?;
+    }
     if next_id - 1 - upto >= merge_rows {
         merge_deferred(tx)?;
     }
-    Ok(added)
-}
-
-/// An event to write, with its place in the transaction's blocks.
-struct Pending<'a> {
-    ts: i64,
-    identity: Option<[u8; 16]>,
-    event: &'a Event,
-    /// The block's index among the transaction's.
-    block: usize,
-    slot: usize,
+    Ok(new.len())
 }
 
 /// Inserts one event's row (and its incident's state) unless it is already stored, its
@@ -1199,11 +1220,11 @@ fn write_event(
     tx: &Transaction<'_>,
     insert: &mut rusqlite::CachedStatement<'_>,
     incident: &mut rusqlite::CachedStatement<'_>,
-    row: &Pending<'_>,
+    e: &Event,
+    row: &Pending,
     id: i64,
     first_block: i64,
 ) -> rusqlite::Result<bool> {
-    let e = row.event;
     let inserted = insert.execute(params![
         row.identity,
         row.ts,
@@ -1326,7 +1347,7 @@ fn delete_events(
         release.execute(params![block, n])?;
         drop.execute(params![block])?;
     }
-    apply_rollup(tx, rollup)?;
+    apply_rollup(tx, &in_key_order(rollup))?;
     Ok(deleted)
 }
 
