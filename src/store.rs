@@ -1394,7 +1394,8 @@ mod tests {
         let ranges = [(None, None), (Some(START + 1000), Some(START + 3000))];
         let at = |s: i64| chrono::DateTime::from_timestamp(s, 0);
         type Field = fn(&mut Filter) -> &mut Option<String>;
-        let fields: [(&str, Field, fn(&Event) -> &str); 4] = [
+        type Value = fn(&Event) -> &str;
+        let fields: [(&str, Field, Value); 4] = [
             ("name", |f| &mut f.name, |e| e.object.name.as_str()),
             (
                 "correlation",
