@@ -17,22 +17,10 @@ use kollate::batch::Batch;
 use kollate::event::Event;
 use kollate::metrics::ComponentMetrics;
 use kollate::topology::Transform;
-use kollate::transforms::classify::ClassifyTransformConfig;
 use kollate::transforms::correlate::CorrelateTransformConfig;
 use kollate::transforms::patterns::PatternsTransformConfig;
 
 const BATCH: usize = 500;
-
-fn events(n: u64) -> Vec<Event> {
-    let mut events = common::decode(&common::generated(n, 200.0, false));
-    let classify = toml::from_str::<ClassifyTransformConfig>("")
-        .expect("config")
-        .build();
-    for e in &mut events {
-        classify.classify(e);
-    }
-    events
-}
 
 /// Time spent in the two stages for one pass over `events`, and the records they emitted.
 fn round(events: &[Event]) -> (Duration, usize) {
@@ -72,7 +60,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let events = events(n);
+    let events = common::classified(n);
     let mut rates: Vec<f64> = (0..3)
         .map(|i| {
             let (took, emitted) = round(&events);

@@ -17,21 +17,9 @@ use std::time::{Duration, Instant};
 use kollate::event::Event;
 use kollate::sinks::store::Checkpointer;
 use kollate::store::{Prepared, Store};
-use kollate::transforms::classify::ClassifyTransformConfig;
 
 /// Events per transaction (the sink's largest).
 const TRANSACTION: usize = 65_536;
-
-fn events(n: u64) -> Vec<Event> {
-    let mut events = common::decode(&common::generated(n, 200.0, false));
-    let classify = toml::from_str::<ClassifyTransformConfig>("")
-        .expect("config")
-        .build();
-    for e in &mut events {
-        classify.classify(e);
-    }
-    events
-}
 
 /// Time spent writing `events` into a fresh store, and the database's size afterwards.
 fn round(events: &[Event], prepared: &[Prepared]) -> (Duration, u64) {
@@ -59,7 +47,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let events = events(n);
+    let events = common::classified(n);
     let mut compressor = Prepared::compressor().expect("zstd");
     let prepared: Vec<Prepared> = events
         .chunks(TRANSACTION)

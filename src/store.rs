@@ -1409,14 +1409,21 @@ mod tests {
                 |e| crate::condition::namespace_of(e),
             ),
         ];
-        let values = ["p0", "p3", "p10", "c0", "c4", "", "n1", "n3", "ns0", "ns2"];
+        // Every value of every field (and the empty one), each asked of every field.
+        let values: Vec<String> = (0..11)
+            .map(|k| format!("p{k}"))
+            .chain((0..5).map(|k| format!("c{k}")))
+            .chain((0..4).map(|k| format!("n{k}")))
+            .chain((0..3).map(|k| format!("ns{k}")))
+            .chain([String::new()])
+            .collect();
         for (since, until) in ranges {
             let within = |e: &Event| {
                 let t = e.timestamp.unwrap().timestamp();
                 since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
             };
             for (field, set, get) in fields {
-                for value in values {
+                for value in &values {
                     let mut expected: Vec<&Event> = stored
                         .iter()
                         .filter(|e| get(e) == value && within(e))

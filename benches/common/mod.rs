@@ -3,6 +3,7 @@
 use kollate::event::Event;
 use kollate::format::{Decoded, Limits, Reader};
 use kollate::generate::{GenerateOptions, generate};
+use kollate::transforms::classify::ClassifyTransformConfig;
 
 /// `events` generated events (JSON Lines, 400 deployments) at `rate` events/s of event time;
 /// `mixed_apis` writes a share in the events.k8s.io/v1 shape, else all are core/v1
@@ -35,5 +36,22 @@ pub fn decode(bytes: &[u8]) -> Vec<Event> {
     };
     while reader.read_available(&mut take).expect("in memory") > 0 {}
     reader.finish(&mut take);
+    events
+}
+
+/// The stream of `bench/run.sh` (`kollate generate --rate 200 --deployments 400
+/// --core-only`, `events` long), decoded and classified by the default rules.
+#[allow(
+    dead_code,
+    reason = "not every benchmark starts from classified events"
+)]
+pub fn classified(events: u64) -> Vec<Event> {
+    let mut events = decode(&generated(events, 200.0, false));
+    let classify = toml::from_str::<ClassifyTransformConfig>("")
+        .expect("config")
+        .build();
+    for e in &mut events {
+        classify.classify(e);
+    }
     events
 }
