@@ -181,6 +181,10 @@ fn engine() -> &'static Engine {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        if std::env::var_os("KOLLATE_WASM_PERFMAP").is_some() {
+            // Names the plugins' compiled functions for `perf` (/tmp/perf-PID.map).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).expect("the engine's fixed configuration is valid");
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -612,7 +616,7 @@ impl Slot {
         pm.calls.fetch_add(1, Ordering::Relaxed);
         pm.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
-        let batch = self.images.lower(events).map_err(Failure::Refused)?;
+        let batch = self.images.lower(events);
         // SAFETY: `Shared::instantiate` checked the function against exactly these types.
         let process =
             unsafe { TypedFunc::<ProcessParams<'_>, ProcessResults>::new_unchecked(inst.process) };

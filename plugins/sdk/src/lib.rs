@@ -74,7 +74,11 @@ pub trait Transform: Sized + 'static {
     /// Handles a whole batch; override for batch-level work. The default calls
     /// [`Transform::process`] for each event. Must return one disposition per event.
     fn process_batch(&mut self, batch: &Events<'_>) -> Result<Vec<Disposition>, String> {
-        Ok(batch.iter().map(|e| self.process(&e)).collect())
+        let mut out = Vec::with_capacity(batch.len());
+        for e in batch.iter() {
+            out.push(self.process(&e));
+        }
+        Ok(out)
     }
 
     /// Periodic work for windowed plugins; `last` is true at shutdown. Returns events to

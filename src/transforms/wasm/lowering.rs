@@ -1,17 +1,18 @@
-//! Lowers a `batch` into a plugin's memory with one copy per list, and lifts its
+//! Lowers a `batch` into a plugin's memory with one allocation per list, and lifts its
 //! dispositions without moving the large `disposition` value once per event.
 //!
 //! Wasmtime's generic lowering writes a `list<event-view>` field by field, each store
 //! looking up the guest's memory again; with about 80 fields per view that was most of the
-//! host's cost per event. [`Images::lower`] writes kollate's events straight into the
-//! canonical ABI's format (a plain byte buffer per list, no intermediate records) and
-//! [`LoweredBatch`] copies each list into the guest at once. It type-checks as the
-//! generated [`wit::Batch`], so the contract and the guest's view of it are unchanged; the
-//! layout below follows the canonical ABI's rules for records (fields at their alignment,
-//! size rounded up to the largest), `option` (a `u8` case, then the payload at its
-//! alignment), `bool` and `enum` (a `u8`).
+//! host's cost per event. [`LoweredBatch`] writes kollate's events straight into the
+//! canonical ABI's format in the guest's memory (no intermediate records, no second copy
+//! of the views) and copies the text and pairs gathered on the way in one piece each. It
+//! type-checks as the generated [`wit::Batch`], so the contract and the guest's view of it
+//! are unchanged; the layout below follows the canonical ABI's rules for records (fields
+//! at their alignment, size rounded up to the largest), `option` (a `u8` case, then the
+//! payload at its alignment), `bool` and `enum` (a `u8`).
 
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::{
@@ -30,51 +31,30 @@ const EVENT_VIEW_ALIGN: u32 = 8;
 const PAIR_SIZE: usize = 16;
 const PAIR_ALIGN: u32 = 4;
 
-/// A `batch` to hand to a plugin, laid out list by list in the canonical ABI's format.
+/// A `batch` to hand to a plugin: the events, laid out when wasmtime lowers the call's
+/// arguments (each `event-view` written straight into the guest's memory, the text and the
+/// pairs gathered on the way and copied after).
 pub(super) struct LoweredBatch<'a> {
-    text: &'a [u8],
-    pairs: &'a [u8],
-    views: &'a [u8],
+    events: &'a [Event],
+    /// Behind a lock because lowering gets `&self` (and wasmtime asks for `Sync`); never
+    /// contended.
+    images: Mutex<&'a mut Images>,
 }
 
-/// Buffers a batch is laid out in, reused from one batch to the next.
+/// Buffers a batch's text and pairs are gathered in, reused from one batch to the next.
 #[derive(Default)]
 pub(super) struct Images {
     text: Vec<u8>,
     pairs: Vec<u8>,
-    views: Vec<u8>,
 }
 
 impl Images {
-    /// Lays `events` out as a `batch`: every string copied once into the text, each
-    /// `event-view` written at its canonical ABI offsets. The result borrows the buffers.
-    ///
-    /// # Errors
-    /// The batch's text would pass 4 GiB (spans are `u32` offsets).
-    pub(super) fn lower(&mut self, events: &[Event]) -> Result<LoweredBatch<'_>, String> {
-        self.text.clear();
-        self.pairs.clear();
-        self.views.clear();
-        self.views.resize(events.len() * EVENT_VIEW_SIZE, 0);
-        let mut layout = Layout {
-            text: &mut self.text,
-            pairs: &mut self.pairs,
-            last_time: None,
-        };
-        for (event, view) in events
-            .iter()
-            .zip(self.views.chunks_exact_mut(EVENT_VIEW_SIZE))
-        {
-            layout.event(&mut Writer(view), event);
+    /// The batch of `events` to lower with these buffers.
+    pub(super) fn lower<'a>(&'a mut self, events: &'a [Event]) -> LoweredBatch<'a> {
+        LoweredBatch {
+            events,
+            images: Mutex::new(self),
         }
-        if self.text.len() > u32::MAX as usize {
-            return Err("batch text over 4 GiB".to_owned());
-        }
-        Ok(LoweredBatch {
-            text: &self.text,
-            pairs: &self.pairs,
-            views: &self.views,
-        })
     }
 }
 
@@ -100,8 +80,8 @@ impl Layout<'_> {
         }
     }
 
-    /// Copies `s` into the text. Offsets past 4 GiB would wrap: [`Images::lower`] refuses
-    /// such a batch before it is used.
+    /// Copies `s` into the text. Offsets past 4 GiB would wrap: [`LoweredBatch`] refuses
+    /// such a batch before the plugin sees it.
     fn text(&mut self, s: &str) -> wit::TextSpan {
         if s.is_empty() {
             return wit::TextSpan { start: 0, len: 0 };
@@ -205,7 +185,7 @@ impl Layout<'_> {
 
 /// Writes little-endian values at offsets of one element's bytes (zeroed beforehand, so
 /// padding and the payloads of absent options are zeros).
-struct Writer<'a>(&'a mut [u8]);
+struct Writer<'a>(&'a mut [u8; EVENT_VIEW_SIZE]);
 
 impl Writer<'_> {
     fn bytes<const N: usize>(&mut self, at: usize, bytes: [u8; N]) {
@@ -258,19 +238,51 @@ impl Writer<'_> {
 }
 
 impl LoweredBatch<'_> {
-    /// Copies the three lists into guest memory; returns each one's (pointer, length).
+    /// Writes the three lists into guest memory (each allocated with the guest's
+    /// `cabi_realloc`); returns each one's (pointer, length).
     fn store_lists<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<[(u32, u32); 3]> {
+        let mut images = self
+            .images
+            .lock()
+            .map_err(|_| wasmtime::format_err!("a lowering panicked"))?;
+        let Images { text, pairs } = &mut **images;
+        text.clear();
+        pairs.clear();
+        let size = self.events.len() * EVENT_VIEW_SIZE;
+        let views = cx.realloc(0, 0, EVENT_VIEW_ALIGN, size)?;
+        let memory = guest_slice(cx, views, size)?;
+        // Padding and the payloads of absent options are zeros.
+        memory.fill(0);
+        let mut layout = Layout {
+            text,
+            pairs,
+            last_time: None,
+        };
+        let (views_memory, _) = memory.as_chunks_mut::<EVENT_VIEW_SIZE>();
+        for (event, view) in self.events.iter().zip(views_memory) {
+            layout.event(&mut Writer(view), event);
+        }
+        if text.len() > u32::MAX as usize {
+            wasmtime::bail!("the batch's text is over 4 GiB");
+        }
         Ok([
-            copy_list(cx, self.text, 1, self.text.len())?,
-            copy_list(cx, self.pairs, PAIR_ALIGN, self.pairs.len() / PAIR_SIZE)?,
-            copy_list(
-                cx,
-                self.views,
-                EVENT_VIEW_ALIGN,
-                self.views.len() / EVENT_VIEW_SIZE,
-            )?,
+            copy_list(cx, text, 1, text.len())?,
+            copy_list(cx, pairs, PAIR_ALIGN, pairs.len() / PAIR_SIZE)?,
+            (u32::try_from(views)?, u32::try_from(self.events.len())?),
         ])
     }
+}
+
+/// `len` bytes of guest memory from `ptr`, bounds-checked.
+fn guest_slice<'m, T>(
+    cx: &'m mut LowerContext<'_, T>,
+    ptr: usize,
+    len: usize,
+) -> wasmtime::Result<&'m mut [u8]> {
+    cx.as_slice_mut()
+        .get_mut(ptr..)
+        .and_then(|m| m.get_mut(..len))
+        .ok_or_else(|| wasmtime::format_err!("realloc returned memory out of bounds"))
 }
 
 /// Allocates `bytes.len()` bytes in the guest (its `cabi_realloc`) and copies `bytes` there.
@@ -281,11 +293,7 @@ fn copy_list<T>(
     items: usize,
 ) -> wasmtime::Result<(u32, u32)> {
     let ptr = cx.realloc(0, 0, align, bytes.len())?;
-    cx.as_slice_mut()
-        .get_mut(ptr..)
-        .and_then(|m| m.get_mut(..bytes.len()))
-        .ok_or_else(|| wasmtime::format_err!("realloc returned memory out of bounds"))?
-        .copy_from_slice(bytes);
+    guest_slice(cx, ptr, bytes.len())?.copy_from_slice(bytes);
     Ok((u32::try_from(ptr)?, u32::try_from(items)?))
 }
 
