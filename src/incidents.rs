@@ -117,7 +117,7 @@ pub fn analyse(events: Vec<Event>, config: &CorrelateTransformConfig) -> Analysi
     keep(out, &mut processed);
     let mut incidents: Vec<Incident> = latest
         .into_values()
-        .filter(|i| !i.summary.starts_with("merged into "))
+        .filter(|i| i.merged_into.is_none())
         .collect();
     incidents.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
     Analysis {

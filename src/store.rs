@@ -1246,11 +1246,7 @@ fn write_event(
     if inserted == 0 {
         return Ok(false);
     }
-    if let Some(i) = e
-        .incident
-        .as_ref()
-        .filter(|i| i.summary.starts_with("merged into "))
-    {
+    if let Some(i) = e.incident.as_ref().filter(|i| i.merged_into.is_some()) {
         // Folded into another incident: it no longer stands on its own.
         tx.prepare_cached("DELETE FROM incidents WHERE id = ?1")?
             .execute(params![i.id.as_str()])?;

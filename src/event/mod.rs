@@ -237,8 +237,15 @@ pub struct RootCause {
         serialize_with = "ser_time"
     )]
     pub timestamp: Option<Timestamp>,
-    /// The causal rule that placed it upstream (`"earliest"` when no rule applied).
+    /// The causal rule that placed it upstream (`"earliest-failure"` when no rule applied,
+    /// `"trigger"` for an incident's trigger).
     pub rule: String,
+    /// The uid of the Event object.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub uid: Str,
+    /// Its resource version when it joined.
+    #[serde(default, skip_serializing_if = "Str::is_empty")]
+    pub resource_version: Str,
 }
 
 /// An object an incident affects.
@@ -274,12 +281,23 @@ pub struct Incident {
     /// The probable root cause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_cause: Option<RootCause>,
+    /// The change that started the trouble (a rollout, a rescale), when one is known and
+    /// is not the root cause itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<RootCause>,
+    /// Set on the last record of an incident folded into another one: that one's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<Str>,
     /// Affected objects (at most 50 listed).
     pub objects: Vec<AffectedObject>,
     /// Member events by reason (occurrences).
     pub reasons: BTreeMap<Str, u64>,
-    /// Member events (distinct event records).
+    /// Member events (distinct Event objects).
     pub members: u64,
+    /// Uids of members that joined after they had passed (the story before the trouble:
+    /// the rollout, the pod's scheduling) or that are not trouble; at most 200 listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<Str>,
     /// Earliest occurrence among members.
     #[serde(
         default,
