@@ -1,8 +1,9 @@
 //! Text with `{field}` placeholders filled from an event: alert labels, Kafka topics and keys.
 //!
 //! Fields: `namespace`, `kind`, `name`, `reason`, `type`, `severity`, `category`, `host`,
-//! `message`, `count`, `correlation_id`, `uid` and `resource_version`. An absent value renders
-//! as the empty string.
+//! `message`, `count`, `correlation_id`, `uid` and `resource_version`, and in templates
+//! `label.NAME` (a label set by `classify` rules or plugins, e.g. `{label.cluster}`). An
+//! absent value renders as the empty string.
 
 use serde::{Deserialize, Deserializer};
 
@@ -88,9 +89,18 @@ impl<'de> Deserialize<'de> for Field {
     }
 }
 
+/// What a placeholder stands for.
+#[derive(Debug, Clone)]
+enum Placeholder {
+    /// One of the event's fields.
+    Field(Field),
+    /// A label (`{label.NAME}`).
+    Label(String),
+}
+
 /// Text with `{field}` placeholders.
 #[derive(Debug, Clone)]
-pub struct Template(Vec<(String, Option<Field>)>);
+pub struct Template(Vec<(String, Option<Placeholder>)>);
 
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -104,9 +114,12 @@ impl<'de> Deserialize<'de> for Template {
                 )));
             };
             let name = &rest[open + 1..open + close];
-            let field = Field::parse(name).ok_or_else(|| {
-                serde::de::Error::custom(format!("unknown field `{{{name}}}` in `{text}`"))
-            })?;
+            let field = match name.strip_prefix("label.") {
+                Some(label) if !label.is_empty() => Placeholder::Label(label.to_owned()),
+                _ => Placeholder::Field(Field::parse(name).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown field `{{{name}}}` in `{text}`"))
+                })?),
+            };
             pieces.push((rest[..open].to_owned(), Some(field)));
             rest = &rest[open + close + 1..];
         }
@@ -129,10 +142,32 @@ impl Template {
         let mut out = String::new();
         for (text, field) in &self.0 {
             out.push_str(text);
-            if let Some(f) = field {
-                f.render(e, &mut out);
+            match field {
+                Some(Placeholder::Field(f)) => f.render(e, &mut out),
+                Some(Placeholder::Label(l)) => {
+                    out.push_str(e.labels.get(l.as_str()).map_or("", |v| v.as_str()))
+                }
+                None => {}
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_render_fields_and_labels() {
+        let t: Template = serde_json::from_str(r#""{label.cluster}/{namespace}/{label.none}""#)
+            .expect("valid template");
+        let mut e = Event {
+            namespace: "shop".into(),
+            ..Event::default()
+        };
+        e.labels.insert("cluster".into(), "prod-eu-1".into());
+        assert_eq!(t.render(&e), "prod-eu-1/shop/");
+        assert!(serde_json::from_str::<Template>(r#""{label.}""#).is_err());
     }
 }
