@@ -14,6 +14,8 @@
 //! - [`batch`]: batches and the acknowledgement path from sinks back to sources.
 //! - [`topology`]: channels, tasks, backpressure, shutdown.
 //! - [`generate`]: a deterministic generator of realistic event streams (examples, benchmarks).
+//! - [`simulate`]: a model of how Kubernetes writes Events, playing incidents with known ground
+//!   truth over a busy cluster, and a scorer for correlation results against that truth.
 //! - [`metrics`]: per-component counters and the run summary.
 //! - [`incidents`]: correlation over recorded dumps (`kollate incidents`).
 //! - [`store`]: the embedded event store (SQLite) and its queries; [`query`]: their output;
@@ -33,6 +35,7 @@ pub mod incidents;
 pub mod metrics;
 pub mod query;
 pub mod report;
+pub mod simulate;
 pub mod sinks;
 pub mod sources;
 pub mod store;

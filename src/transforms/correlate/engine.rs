@@ -39,7 +39,7 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::history::{History, MESSAGE_CHARS, Recent};
 use super::ownership::{
-    Ownership, key_id, namespace, node_key, object_id, object_key, volume_keys,
+    self, Ownership, key_id, namespace, node_key, object_id, object_key, volume_keys,
 };
 use super::rules::{
     self, CHANGES, CausalRule, DNS_WORKLOAD, NODE_DOWN_EFFECTS, Scope, contains_ignore_case,
@@ -60,6 +60,8 @@ pub const MAX_CONTEXT: usize = 200;
 const SIMULTANEOUS: i64 = 30;
 /// How soon after an OOM kill on its node a container's restart counts as its effect.
 const OOM_FOLLOW: i64 = 60;
+/// Histories (objects, workloads, volumes, created pods) attached when one object joins.
+const MAX_ATTACH_KEYS: usize = 64;
 /// Recent NotReady transitions of nodes remembered for pods that name no node.
 const MAX_NODE_DOWN: usize = 256;
 /// An incident of readiness failures alone must last this long (probes fail while pods
@@ -120,6 +122,9 @@ pub(super) struct IncidentState {
     /// does once placed is its own story.
     #[serde(default)]
     pub capacity: bool,
+    /// A failure that is final on its own joined (a Job that gave up).
+    #[serde(default)]
+    pub terminal: bool,
     /// Occurrences of failures other than readiness probes.
     pub strong_occurrences: u64,
     /// When a container restart on a node there may follow an OOM kill: node -> time.
@@ -469,6 +474,7 @@ impl Engine {
                 .first
                 .is_some_and(|first| first <= start)
             && !self.incidents[&id].workloads.contains(&m.workload)
+            && !self.recently_changed(&m.workload)
         {
             return Some(id);
         }
@@ -478,6 +484,15 @@ impl Engine {
             return Some(id);
         }
         None
+    }
+
+    /// Did the workload just change (a rollout in its recent history)? Then its trouble
+    /// has its own explanation.
+    fn recently_changed(&self, workload: &Str) -> bool {
+        self.history
+            .by_key
+            .peek(&key_id(workload))
+            .is_some_and(|list| list.iter().any(|r| CHANGES.contains(&r.reason.as_str())))
     }
 
     /// A trouble event joins or opens an incident.
@@ -531,6 +546,15 @@ impl Engine {
                 .get(&m.workload)
                 .and_then(|&id| self.open_fresh(id, m.start));
         }
+        // A pod starting on a node the autoscaler just added for an incident.
+        if target.is_none() && e.object.kind == "Pod" && !m.node.is_empty() {
+            target = self
+                .objects
+                .peek(&key_id(&node_key(&m.node)))
+                .and_then(|o| o.incident)
+                .and_then(|id| self.open_fresh(id, m.start))
+                .filter(|id| self.incidents[id].scale_up.is_some());
+        }
         if target.is_none() && e.object.kind == "Node" {
             target = self
                 .nodes
@@ -538,7 +562,7 @@ impl Engine {
                 .and_then(|&id| self.open_fresh(id, m.start))
                 .or_else(|| self.new_node_after_scale_up(e, m.start));
         }
-        if target.is_none() {
+        if target.is_none() && names_a_volume(&e.message) {
             target = volume_keys(namespace(e), &e.message)
                 .filter_map(|k| self.objects.peek(&key_id(&k)).and_then(|o| o.incident))
                 .find_map(|id| self.open_fresh(id, m.start));
@@ -552,10 +576,16 @@ impl Engine {
     /// A node that registers or becomes ready soon after the autoscaler was asked for
     /// nodes joins the incident that asked.
     fn new_node_after_scale_up(&self, e: &Event, start: Option<Timestamp>) -> Option<u64> {
-        if !matches!(
-            e.reason.as_str(),
-            "RegisteredNode" | "NodeReady" | "Starting"
-        ) {
+        let unknown = self
+            .objects
+            .peek(&object_id(e))
+            .is_none_or(|o| o.incident.is_none());
+        if !unknown
+            || !matches!(
+                e.reason.as_str(),
+                "RegisteredNode" | "NodeReady" | "Starting" | "NodeHasSufficientMemory"
+            )
+        {
             return None;
         }
         let start = start?;
@@ -578,7 +608,12 @@ impl Engine {
             resource_version: e.resource_version.clone(),
             reason: e.reason.clone(),
             object: e.object.clone(),
-            message: e.message.chars().take(MESSAGE_CHARS).collect(),
+            // Only a change's message is read again (as a trigger).
+            message: if CHANGES.contains(&e.reason.as_str()) || e.reason == "SuccessfulCreate" {
+                e.message.chars().take(MESSAGE_CHARS).collect()
+            } else {
+                String::new()
+            },
             count: e.occurrences(),
             start: m.start,
             end: m.end,
@@ -667,6 +702,7 @@ impl Engine {
             if e.reason == "TriggeredScaleUp" {
                 incident.scale_up = incident.scale_up.max(m.start);
             }
+            incident.terminal |= rules::FINAL.contains(&e.reason.as_str());
         } else {
             if e.reason == "TriggeredScaleUp" {
                 incident.scale_up = incident.scale_up.max(m.start);
@@ -734,7 +770,12 @@ impl Engine {
         if is_node_trouble(e) {
             keys.push(key_id(&node_key(&m.node)));
         }
-        for volume in volume_keys(namespace(e), &e.message) {
+        let volumes: Vec<Str> = if names_a_volume(&e.message) {
+            volume_keys(namespace(e), &e.message).collect()
+        } else {
+            Vec::new()
+        };
+        for volume in volumes {
             let volume_id = key_id(&volume);
             keys.push(volume_id);
             // Later events of the claim or volume join too.
@@ -744,8 +785,17 @@ impl Engine {
             }
         }
         keys.dedup();
-        for key in keys {
+        let mut next = 0;
+        while let Some(&key) = keys.get(next) {
+            next += 1;
             for recent in self.history.take(key, since) {
+                // A controller's "Created pod: X" brings X's own story along.
+                if recent.reason == "SuccessfulCreate"
+                    && keys.len() < MAX_ATTACH_KEYS
+                    && let Some(pod) = ownership::created_pod(&recent.message)
+                {
+                    keys.push(key_id(&ownership::key("Pod", &recent.namespace, pod)));
+                }
                 if self.seen.contains(&recent.identity) {
                     continue;
                 }
@@ -828,6 +878,7 @@ impl Engine {
                 nodes: Vec::new(),
                 context: Vec::new(),
                 capacity: false,
+                terminal: false,
                 strong_occurrences: 0,
                 oom: Vec::new(),
                 scale_up: None,
@@ -872,6 +923,7 @@ impl Engine {
         target.last = target.last.max(absorbed.last);
         target.scale_up = target.scale_up.max(absorbed.scale_up);
         target.capacity |= absorbed.capacity;
+        target.terminal |= absorbed.terminal;
         for o in absorbed.objects.iter() {
             if target.objects.len() < MAX_OBJECTS && !target.objects.contains(o) {
                 target.objects.push(o.clone());
@@ -925,6 +977,7 @@ impl Engine {
                     && span >= secs(WEAK_MIN_SPAN).max(settings.min_duration)
             } else {
                 incident.severity == Severity::Critical
+                    || incident.terminal
                     || (incident.occurrences >= settings.min_occurrences
                         && span >= settings.min_duration)
             };
@@ -1101,6 +1154,10 @@ impl Engine {
             (Some(cs), Some(es), Some(ce)) => cs <= es && es - ce <= self.settings.window,
             _ => true,
         };
+        // A rollout brings a bad image, but the pull failure names it: that is the cause.
+        if c.change && is_image_pull(&e.message) {
+            return false;
+        }
         let same_object = c.object.kind == e.object.kind
             && c.object.name == e.object.name
             && c.namespace == e.namespace;
@@ -1177,6 +1234,11 @@ struct Member {
     node: Str,
     start: Option<Timestamp>,
     end: Option<Timestamp>,
+}
+
+/// A cheap test before the volume regex: does the message talk about volumes or claims?
+fn names_a_volume(message: &str) -> bool {
+    contains_ignore_case(message, "volume") || contains_ignore_case(message, "claim")
 }
 
 /// The scheduler's and the autoscaler's events about a pod waiting for room.

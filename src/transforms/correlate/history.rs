@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::event::{ObjectRef, Str, Timestamp};
 
 /// Keys (objects, workloads, nodes, volumes) with a history.
-pub const HISTORY_KEYS: usize = 20_000;
+pub const HISTORY_KEYS: usize = 10_000;
 /// Events remembered per key (the newest).
-pub const HISTORY_PER_KEY: usize = 16;
+pub const HISTORY_PER_KEY: usize = 32;
 /// Characters of a remembered message.
 pub const MESSAGE_CHARS: usize = 300;
 

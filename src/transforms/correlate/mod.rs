@@ -40,8 +40,7 @@ pub mod rules;
 mod snapshot;
 mod summary;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +51,7 @@ use tokio::time::Instant;
 
 use crate::batch::{Batch, BatchNotifier, push_notifier};
 use crate::config::DurationValue;
-use crate::event::{Event, Str, Timestamp};
+use crate::event::{Event, Timestamp};
 use crate::metrics::ComponentMetrics;
 use crate::topology::Transform;
 use engine::{Engine, Settings, span};
@@ -218,7 +217,7 @@ impl CorrelateTransformConfig {
             metrics,
             path,
             last_snapshot: Instant::now(),
-            reorder: BinaryHeap::new(),
+            reorder: VecDeque::new(),
             held: VecDeque::new(),
             reorder_window: self.reorder_window.0,
             max_reorder: self.max_reorder_events.max(1),
@@ -229,38 +228,23 @@ impl CorrelateTransformConfig {
     }
 }
 
-/// An event waiting to be correlated, ordered by event time.
-struct Pending {
-    /// First occurrence, then Nodes before other objects, then last occurrence, then uid.
-    key: (Option<Timestamp>, bool, Option<Timestamp>, Str),
-    /// Arrival order, for ties.
-    seq: u64,
-    arrived: Instant,
-    event: Event,
-    notifiers: Arc<[BatchNotifier]>,
-}
+/// Where an event goes in event-time order: first occurrence, then Nodes before other
+/// objects (a node's NotReady before its pods'), then last occurrence, then identity, then
+/// arrival.
+type OrderKey = (Option<Timestamp>, bool, Option<Timestamp>, u64, u64);
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (&self.key, self.seq).cmp(&(&other.key, other.seq))
-    }
+/// An event waiting to be correlated.
+struct Pending {
+    key: OrderKey,
+    arrived: Instant,
+    event: Box<Event>,
+    notifiers: Arc<[BatchNotifier]>,
 }
 
 /// A correlated event on hold.
 struct Held {
     since: Instant,
-    event: Event,
+    event: Box<Event>,
     notifiers: Arc<[BatchNotifier]>,
 }
 
@@ -270,7 +254,8 @@ pub struct CorrelateTransform {
     metrics: Arc<ComponentMetrics>,
     path: Option<PathBuf>,
     last_snapshot: Instant,
-    reorder: BinaryHeap<Reverse<Pending>>,
+    /// Sorted by [`OrderKey`] (input is mostly in order: insertion near the back).
+    reorder: VecDeque<Pending>,
     held: VecDeque<Held>,
     reorder_window: Duration,
     max_reorder: usize,
@@ -297,14 +282,14 @@ impl CorrelateTransform {
     fn release(&mut self, all: bool, out: &mut Vec<Batch>) {
         let mut records = Vec::new();
         let now = Instant::now();
-        while let Some(Reverse(top)) = self.reorder.peek() {
+        while let Some(front) = self.reorder.front() {
             let due = all
                 || self.reorder.len() > self.max_reorder
-                || now.duration_since(top.arrived) >= self.reorder_window;
+                || now.duration_since(front.arrived) >= self.reorder_window;
             if !due {
                 break;
             }
-            let Reverse(p) = self.reorder.pop().expect("peeked");
+            let p = self.reorder.pop_front().expect("peeked");
             self.engine.process(&p.event, &mut records);
             self.held.push_back(Held {
                 since: now,
@@ -333,7 +318,7 @@ impl CorrelateTransform {
             for n in notifiers.iter() {
                 push_notifier(&mut batch.notifiers, n);
             }
-            batch.events.push(event);
+            batch.events.push(*event);
         }
         self.metrics.buffer_events.store(
             (self.reorder.len() + self.held.len()) as u64,
@@ -352,13 +337,27 @@ impl Transform for CorrelateTransform {
         for event in batch.events {
             let (start, end) = span(&event);
             self.seq += 1;
-            self.reorder.push(Reverse(Pending {
-                key: (start, event.object.kind != "Node", end, event.uid.clone()),
-                seq: self.seq,
-                arrived,
-                event,
-                notifiers: notifiers.clone(),
-            }));
+            let key = (
+                start,
+                event.object.kind != "Node",
+                end,
+                engine::identity(&event),
+                self.seq,
+            );
+            let at = if self.reorder.back().is_none_or(|last| last.key <= key) {
+                self.reorder.len()
+            } else {
+                self.reorder.partition_point(|p| p.key <= key)
+            };
+            self.reorder.insert(
+                at,
+                Pending {
+                    key,
+                    arrived,
+                    event: Box::new(event),
+                    notifiers: notifiers.clone(),
+                },
+            );
         }
         self.release(false, out);
     }

@@ -20,6 +20,14 @@ use crate::event::{Event, Str};
 /// Owner links followed upwards.
 const MAX_OWNER_DEPTH: usize = 5;
 
+/// The pod a controller's `SuccessfulCreate` names.
+pub fn created_pod(message: &str) -> Option<&str> {
+    CREATED_POD
+        .captures(message)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str())
+}
+
 static CREATED_POD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^Created pod: (\S+)").expect("valid"));
 static STATEFUL_POD: LazyLock<Regex> = LazyLock::new(|| {
@@ -227,10 +235,18 @@ impl Ownership {
                 None => break,
             }
         }
-        if let Some(top) = top {
-            return top;
+        match top {
+            // A controller learnt only so far (its own owner not yet seen): its name says
+            // the rest (a ReplicaSet's Deployment, a Job's CronJob).
+            Some(top) => match top.split_once(' ').and_then(|(kind, rest)| {
+                let (ns, name) = rest.split_once('/')?;
+                Some(guess_workload(kind, ns, name))
+            }) {
+                Some(guessed) => guessed,
+                None => top,
+            },
+            None => guess_workload(&e.object.kind, namespace(e), &e.object.name),
         }
-        guess_workload(&e.object.kind, namespace(e), &e.object.name)
     }
 }
 

@@ -128,6 +128,9 @@ pub const CHANGES: &[&str] = &[
     "SuccessfulUpdate",
 ];
 
+/// Failures that are final on their own: reported at once, however rare.
+pub const FINAL: &[&str] = &["BackoffLimitExceeded", "DeadlineExceeded", "ClaimLost"];
+
 /// Warnings that heal by themselves; they never open an incident (an HPA without metrics
 /// right after a scale-up, DNS config truncation).
 pub const BENIGN: &[&str] = &[
@@ -276,6 +279,22 @@ pub fn builtin_rules() -> Vec<CausalRule> {
                 Some("(?i)back-?off|ImagePullBackOff"),
             ),
             Object,
+            ("", ""),
+        ),
+        rule(
+            "rollout-breaks-its-pods",
+            (&["ScalingReplicaSet"], Some("(?i)scaled up")),
+            (
+                &[
+                    "BackOff",
+                    "Unhealthy",
+                    "Killing",
+                    "Failed",
+                    "CrashLoopBackOff",
+                ],
+                Some("(?i)back-?off restarting|probe|crash|failed to start|error|exit"),
+            ),
+            Owner,
             ("", ""),
         ),
         rule(
