@@ -152,6 +152,9 @@ impl IncidentState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct ObjectState {
     pub incident: Option<u64>,
+    /// It had trouble of its own in that incident (not only context that joined).
+    #[serde(default)]
+    pub troubled: bool,
     pub node: Str,
     /// Its top-level owner, once worked out (regexes are not run again per event).
     #[serde(default)]
@@ -188,6 +191,9 @@ pub(super) struct Engine {
     pub history: History,
     /// Workload key -> its open incident.
     pub workloads: HashMap<Str, u64>,
+    /// Workload key -> the open incident of the node its pods were evicted from: its
+    /// replacements join, its own later failures do not (unless they cannot be placed).
+    pub displaced: HashMap<Str, u64>,
     /// Node -> its open node-trouble incident.
     pub nodes: HashMap<Str, u64>,
     /// Scheduling failures by message shape -> their open incident.
@@ -241,6 +247,7 @@ impl Engine {
             seen: LruCache::new(capacity),
             history: History::default(),
             workloads: HashMap::new(),
+            displaced: HashMap::new(),
             nodes: HashMap::new(),
             scheduling: HashMap::new(),
             storage: HashMap::new(),
@@ -261,13 +268,24 @@ impl Engine {
         id
     }
 
-    /// The open incident `id` stands for now, if it is open and fresh for `start`.
+    /// The open incident `id` stands for now, if it is open and fresh for `start`: within
+    /// `window` of its trouble.
     fn open_fresh(&self, id: u64, start: Option<Timestamp>) -> Option<u64> {
+        self.open_within(id, start, self.settings.window)
+    }
+
+    /// The open incident `id` stands for now, if `start` is within `horizon` of it.
+    fn open_within(
+        &self,
+        id: u64,
+        start: Option<Timestamp>,
+        horizon: chrono::Duration,
+    ) -> Option<u64> {
         let id = self.find(id);
         let incident = self.incidents.get(&id)?;
         let fresh = match (incident.first, incident.last, start) {
             (Some(first), Some(last), Some(start)) => {
-                start <= last + self.settings.window && start >= first - self.settings.window
+                start <= last + horizon && start >= first - self.settings.window
             }
             _ => true,
         };
@@ -408,13 +426,33 @@ impl Engine {
         let mut links = Links::default();
         let start = m.start;
         let mut strong = Vec::new();
-        if let Some(id) = self.objects.peek(&m.this).and_then(|o| o.incident) {
-            strong.push(id);
-        }
-        if e.object.kind != "Node"
-            && let Some(&id) = self.workloads.get(&m.workload)
+        // The same object failing again stays in its incident as long as that is open: a
+        // controller retries every 1,000 s at most, past `window`.
+        // An object that only joined as context (a pod started on a new node) brings no
+        // evidence for its own trouble.
+        if let Some(id) = self
+            .objects
+            .peek(&m.this)
+            .filter(|o| o.troubled)
+            .and_then(|o| o.incident)
+            .and_then(|id| self.open_within(id, start, self.settings.resolve_after))
         {
             strong.push(id);
+        }
+        let workloads = if is_scheduling(e) {
+            [Some(&self.workloads), Some(&self.displaced)]
+        } else {
+            [Some(&self.workloads), None]
+        };
+        if e.object.kind != "Node" {
+            for id in workloads
+                .into_iter()
+                .flatten()
+                .filter_map(|map| map.get(&m.workload))
+                .filter_map(|&id| self.open_fresh(id, start))
+            {
+                strong.push(id);
+            }
         }
         // A pod that could not be placed and now fails otherwise starts its own story.
         if !is_scheduling(e) {
@@ -427,19 +465,22 @@ impl Engine {
         let node_effect = e.object.kind == "Pod" && NODE_DOWN_EFFECTS.contains(&e.reason.as_str());
         if !m.node.is_empty()
             && (is_node_trouble(e) || node_effect)
-            && let Some(&id) = self.nodes.get(&m.node)
+            && let Some(id) = self
+                .nodes
+                .get(&m.node)
+                .and_then(|&id| self.open_fresh(id, start))
         {
             strong.push(id);
         }
         if e.reason == "FailedScheduling"
-            && let Some(&id) = self.scheduling.get(&message_shape(&e.message))
+            && let Some(id) = self
+                .scheduling
+                .get(&message_shape(&e.message))
+                .and_then(|&id| self.open_fresh(id, start))
         {
             strong.push(id);
         }
-        links.strong = strong
-            .into_iter()
-            .filter_map(|id| self.open_fresh(id, start))
-            .collect();
+        links.strong = strong;
         links.strong.sort_unstable();
         links.strong.dedup();
         links.weak = self.weak_link(e, m);
@@ -541,10 +582,10 @@ impl Engine {
             .and_then(|o| o.incident)
             .and_then(|id| self.open_fresh(id, m.start));
         if target.is_none() && e.object.kind != "Node" {
-            target = self
-                .workloads
-                .get(&m.workload)
-                .and_then(|&id| self.open_fresh(id, m.start));
+            target = [&self.workloads, &self.displaced]
+                .into_iter()
+                .filter_map(|map| map.get(&m.workload))
+                .find_map(|&id| self.open_fresh(id, m.start));
         }
         // A pod starting on a node the autoscaler just added for an incident.
         if target.is_none() && e.object.kind == "Pod" && !m.node.is_empty() {
@@ -580,12 +621,12 @@ impl Engine {
             .objects
             .peek(&object_id(e))
             .is_none_or(|o| o.incident.is_none());
-        if !unknown
-            || !matches!(
-                e.reason.as_str(),
-                "RegisteredNode" | "NodeReady" | "Starting" | "NodeHasSufficientMemory"
-            )
-        {
+        let starting = matches!(
+            e.reason.as_str(),
+            "RegisteredNode" | "NodeReady" | "Starting" | "NodeAllocatableEnforced"
+        ) || e.reason.starts_with("NodeHasSufficient")
+            || e.reason.starts_with("NodeHasNo");
+        if !unknown || !starting {
             return None;
         }
         let start = start?;
@@ -646,11 +687,19 @@ impl Engine {
             },
         );
         let newcomer = self.objects.peek(&m.this).and_then(|o| o.incident) != Some(id);
-        self.object(m.this).incident = Some(id);
+        {
+            let tracked = self.object(m.this);
+            tracked.troubled = (tracked.troubled && !newcomer) || trouble;
+            tracked.incident = Some(id);
+        }
         let ns = namespace(e);
         let is_node = e.object.kind == "Node";
         if trouble {
-            if !is_node {
+            let displaced =
+                e.object.kind == "Pod" && NODE_DOWN_EFFECTS.contains(&e.reason.as_str());
+            if displaced {
+                self.displaced.insert(m.workload.clone(), id);
+            } else if !is_node {
                 self.workloads.insert(m.workload.clone(), id);
             }
             if is_node_trouble(e) {
@@ -902,6 +951,7 @@ impl Engine {
         for id in self
             .workloads
             .values_mut()
+            .chain(self.displaced.values_mut())
             .chain(self.nodes.values_mut())
             .chain(self.scheduling.values_mut())
             .chain(self.storage.values_mut())
@@ -1179,6 +1229,7 @@ impl Engine {
             return;
         };
         self.workloads.retain(|_, i| *i != id);
+        self.displaced.retain(|_, i| *i != id);
         self.nodes.retain(|_, i| *i != id);
         self.scheduling.retain(|_, i| *i != id);
         self.storage.retain(|_, i| *i != id);

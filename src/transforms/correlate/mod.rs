@@ -59,8 +59,10 @@ pub use rules::{CausalRule, Scope, builtin_rules};
 
 /// Default bound on the time between linked events.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
-/// Default quiet time after which an incident is resolved.
-pub const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(900);
+/// Default quiet time after which an incident is resolved: longer than the 1,000 s a
+/// Kubernetes controller waits at most between retries (a ReplicaSet refused by a quota
+/// fails again every 16 minutes and 40 seconds).
+pub const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(1200);
 /// Default minimum event time between `updated` records of one incident.
 pub const DEFAULT_UPDATE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default bound on open incidents.
@@ -128,7 +130,7 @@ pub struct CorrelateTransformConfig {
     /// Longest time between two linked events (default 10m).
     #[serde(default = "default_window")]
     pub window: DurationValue,
-    /// An incident nothing joined for this long is resolved (default 15m).
+    /// An incident nothing joined for this long is resolved (default 20m).
     #[serde(default = "default_resolve_after")]
     pub resolve_after: DurationValue,
     /// Least event time between two `updated` records of an incident (default 1m).

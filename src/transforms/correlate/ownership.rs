@@ -92,9 +92,12 @@ pub fn object_key(e: &Event) -> Str {
     key(&e.object.kind, namespace(e), &e.object.name)
 }
 
-/// The object's namespace (the event's when the object names none).
+/// The object's namespace (the event's when the object names none; none for Nodes, which
+/// the node controller reports in `default`).
 pub fn namespace(e: &Event) -> &str {
-    if e.object.namespace.is_empty() {
+    if e.object.kind == "Node" {
+        ""
+    } else if e.object.namespace.is_empty() {
         &e.namespace
     } else {
         &e.object.namespace

@@ -22,6 +22,8 @@ pub(super) struct Snapshot {
     seen: Vec<(u64, Seen)>,
     history: Vec<(u64, VecDeque<Recent>)>,
     workloads: Vec<(Str, u64)>,
+    #[serde(default)]
+    displaced: Vec<(Str, u64)>,
     nodes: Vec<(Str, u64)>,
     scheduling: Vec<(u64, u64)>,
     storage: Vec<(Str, u64)>,
@@ -59,6 +61,7 @@ impl Engine {
             seen: lru_entries(&self.seen),
             history: lru_entries(&self.history.by_key),
             workloads: sorted(self.workloads.iter().map(|(k, v)| (k.clone(), *v))),
+            displaced: sorted(self.displaced.iter().map(|(k, v)| (k.clone(), *v))),
             nodes: sorted(self.nodes.iter().map(|(k, v)| (k.clone(), *v))),
             scheduling: sorted(self.scheduling.iter().map(|(k, v)| (*k, *v))),
             storage: sorted(self.storage.iter().map(|(k, v)| (k.clone(), *v))),
@@ -91,6 +94,7 @@ impl Engine {
             self.history.by_key.put(k, v);
         }
         self.workloads = s.workloads.into_iter().collect();
+        self.displaced = s.displaced.into_iter().collect();
         self.nodes = s.nodes.into_iter().collect();
         self.scheduling = s.scheduling.into_iter().collect();
         self.storage = s.storage.into_iter().collect();
