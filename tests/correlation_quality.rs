@@ -206,6 +206,26 @@ fn explain() {
                 .map(|t| t.incident.as_deref().unwrap_or("noise"))
                 .collect();
             eprintln!("predicted {} {} <- {truths:?}", i.id, i.summary);
+            if truths.len() > 2 {
+                for e in analysis
+                    .events
+                    .iter()
+                    .filter(|e| e.correlation_id.as_deref() == Some(i.id.as_str()))
+                    .filter(|e| e.event_type == "Warning")
+                    .take(40)
+                {
+                    let truth = sim.truth.iter().find(|t| t.uid == e.uid.as_str());
+                    eprintln!(
+                        "    {:?} {} {}/{} {:?} | {}",
+                        e.timestamp,
+                        e.reason,
+                        e.object.kind,
+                        e.object.name,
+                        truth.and_then(|t| t.incident.as_deref()),
+                        e.message.chars().take(70).collect::<String>()
+                    );
+                }
+            }
         }
     }
 }

@@ -480,6 +480,16 @@ impl Engine {
         {
             strong.push(id);
         }
+        // What a node's failure does to a pod belongs to the node's incident alone: the
+        // pod's own earlier trouble is another story that the node ended.
+        if node_effect
+            && let Some(id) = self
+                .nodes
+                .get(&m.node)
+                .and_then(|&id| self.open_fresh(id, start))
+        {
+            strong = vec![id];
+        }
         links.strong = strong;
         links.strong.sort_unstable();
         links.strong.dedup();
