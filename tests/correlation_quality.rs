@@ -143,6 +143,13 @@ fn thirty_seconds_of_arrival_jitter_changes_no_incident() {
 #[test]
 #[ignore = "a diagnostic, not a check"]
 fn explain() {
+    // KOLLATE_LOG=kollate=debug shows each merge and the event that caused it.
+    if let Ok(filter) = std::env::var("KOLLATE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let seeds = std::env::var("KOLLATE_SEEDS").unwrap_or_else(|_| "1,2,3,4".into());
     for seed in seeds.split(',').filter_map(|s| s.trim().parse().ok()) {
         let sim = stream(seed, 0);

@@ -42,8 +42,8 @@ use super::ownership::{
     self, Ownership, key_id, namespace, node_key, object_id, object_key, volume_keys,
 };
 use super::rules::{
-    self, CHANGES, CausalRule, DNS_WORKLOAD, NODE_DOWN_EFFECTS, Scope, contains_ignore_case,
-    is_image_pull, is_node_trouble, is_trouble,
+    self, CHANGES, CausalRule, DNS_WORKLOAD, NODE_DOWN_EFFECTS, NodeTrouble, Scope,
+    contains_ignore_case, is_image_pull, is_node_trouble, is_trouble,
 };
 use super::summary;
 use crate::event::{
@@ -194,8 +194,8 @@ pub(super) struct Engine {
     /// Workload key -> the open incident of the node its pods were evicted from: its
     /// replacements join, its own later failures do not (unless they cannot be placed).
     pub displaced: HashMap<Str, u64>,
-    /// Node -> its open node-trouble incident.
-    pub nodes: HashMap<Str, u64>,
+    /// (Node, kind of trouble) -> its open incident.
+    pub nodes: HashMap<(Str, NodeTrouble), u64>,
     /// Scheduling failures by message shape -> their open incident.
     pub scheduling: HashMap<u64, u64>,
     /// Namespace -> an open incident with a storage outage in it.
@@ -430,12 +430,14 @@ impl Engine {
         // controller retries every 1,000 s at most, past `window`.
         // An object that only joined as context (a pod started on a new node) brings no
         // evidence for its own trouble.
-        if let Some(id) = self
-            .objects
-            .peek(&m.this)
-            .filter(|o| o.troubled)
-            .and_then(|o| o.incident)
-            .and_then(|id| self.open_within(id, start, self.settings.resolve_after))
+        // A Node's troubles link by kind (below): lost, under pressure, killing processes.
+        if e.object.kind != "Node"
+            && let Some(id) = self
+                .objects
+                .peek(&m.this)
+                .filter(|o| o.troubled)
+                .and_then(|o| o.incident)
+                .and_then(|id| self.open_within(id, start, self.settings.resolve_after))
         {
             strong.push(id);
         }
@@ -463,11 +465,12 @@ impl Engine {
             });
         }
         let node_effect = e.object.kind == "Pod" && NODE_DOWN_EFFECTS.contains(&e.reason.as_str());
+        let node_trouble = (m.node.clone(), NodeTrouble::of(&e.reason));
         if !m.node.is_empty()
             && (is_node_trouble(e) || node_effect)
             && let Some(id) = self
                 .nodes
-                .get(&m.node)
+                .get(&node_trouble)
                 .and_then(|&id| self.open_fresh(id, start))
         {
             strong.push(id);
@@ -485,7 +488,7 @@ impl Engine {
         if node_effect
             && let Some(id) = self
                 .nodes
-                .get(&m.node)
+                .get(&node_trouble)
                 .and_then(|&id| self.open_fresh(id, start))
         {
             strong = vec![id];
@@ -508,7 +511,7 @@ impl Engine {
             && matches!(e.reason.as_str(), "BackOff" | "Killing" | "Unhealthy")
             && let Some(id) = self
                 .nodes
-                .get(&m.node)
+                .get(&(m.node.clone(), NodeTrouble::Oom))
                 .and_then(|&id| self.open_fresh(id, m.start))
             && self.incidents[&id].oom.iter().any(|(node, at)| {
                 *node == m.node && start >= *at && start - *at <= secs(OOM_FOLLOW)
@@ -564,6 +567,13 @@ impl Engine {
                 }
                 let target = self.oldest(&all);
                 for &other in all.iter().filter(|&&o| o != target) {
+                    tracing::debug!(
+                        from = %self.incidents[&other].id,
+                        into = %self.incidents[&target].id,
+                        reason = %e.reason,
+                        object = %object_key(e),
+                        "Merged incidents."
+                    );
                     self.merge(other, target, records);
                 }
                 target
@@ -609,8 +619,10 @@ impl Engine {
         if target.is_none() && e.object.kind == "Node" {
             target = self
                 .nodes
-                .get(&m.node)
-                .and_then(|&id| self.open_fresh(id, m.start))
+                .iter()
+                .filter(|((node, _), _)| *node == m.node)
+                .filter_map(|(_, &id)| self.open_fresh(id, m.start))
+                .min()
                 .or_else(|| self.new_node_after_scale_up(e, m.start));
         }
         if target.is_none() && names_a_volume(&e.message) {
@@ -713,7 +725,8 @@ impl Engine {
                 self.workloads.insert(m.workload.clone(), id);
             }
             if is_node_trouble(e) {
-                self.nodes.insert(m.node.clone(), id);
+                self.nodes
+                    .insert((m.node.clone(), NodeTrouble::of(&e.reason)), id);
             }
             if e.reason == "FailedScheduling" {
                 self.scheduling.insert(message_shape(&e.message), id);

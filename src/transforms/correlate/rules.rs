@@ -381,6 +381,39 @@ pub fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// Kinds of node trouble: one node may be lost, under pressure and killing processes for
+/// memory at once, and each is its own story.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeTrouble {
+    /// Not ready, rebooted, shut down, its runtime hung.
+    Down,
+    /// Disk, memory or PID pressure and the evictions it causes.
+    Pressure,
+    /// The kernel killed a process for memory.
+    Oom,
+    /// Cordoned.
+    Cordon,
+}
+
+impl NodeTrouble {
+    /// The kind of a node event's trouble, or of a pod event caused by its node's trouble.
+    pub fn of(reason: &str) -> NodeTrouble {
+        match reason {
+            "OOMKilling" | "SystemOOM" => NodeTrouble::Oom,
+            "NodeNotSchedulable" => NodeTrouble::Cordon,
+            "Evicted"
+            | "Preempting"
+            | "EvictionThresholdMet"
+            | "ContainerGCFailed"
+            | "ImageGCFailed"
+            | "FreeDiskSpaceFailed"
+            | "NodeOutOfDisk" => NodeTrouble::Pressure,
+            r if r.starts_with("NodeHas") => NodeTrouble::Pressure,
+            _ => NodeTrouble::Down,
+        }
+    }
+}
+
 /// Is this node trouble (an event about the Node itself)?
 pub fn is_node_trouble(e: &Event) -> bool {
     e.object.kind == "Node" && NODE_TROUBLE.contains(&e.reason.as_str())

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{Engine, IncidentState, ObjectState, Seen};
 use super::history::Recent;
+use super::rules::NodeTrouble;
 use crate::event::{Str, Timestamp};
 
 /// What is saved.
@@ -24,7 +25,7 @@ pub(super) struct Snapshot {
     workloads: Vec<(Str, u64)>,
     #[serde(default)]
     displaced: Vec<(Str, u64)>,
-    nodes: Vec<(Str, u64)>,
+    nodes: Vec<((Str, NodeTrouble), u64)>,
     scheduling: Vec<(u64, u64)>,
     storage: Vec<(Str, u64)>,
     dns: Option<u64>,
