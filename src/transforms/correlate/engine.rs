@@ -196,7 +196,9 @@ pub(super) struct Engine {
     pub displaced: HashMap<Str, u64>,
     /// (Node, kind of trouble) -> its open incident.
     pub nodes: HashMap<(Str, NodeTrouble), u64>,
-    /// Scheduling failures by message shape -> their open incident.
+    /// Failures of many objects that one cause explains, by that cause ([`shared_cause`]:
+    /// pods unschedulable for the same reason, creations refused by the same webhook) ->
+    /// their open incident.
     pub scheduling: HashMap<u64, u64>,
     /// Namespace -> an open incident with a storage outage in it.
     pub storage: HashMap<Str, u64>,
@@ -466,20 +468,25 @@ impl Engine {
         }
         let node_effect = e.object.kind == "Pod" && NODE_DOWN_EFFECTS.contains(&e.reason.as_str());
         let node_trouble = (m.node.clone(), NodeTrouble::of(&e.reason));
+        // A node's own trouble continues its incident while that is open (it comes back
+        // from a reboot half an hour later); its pods' within `window`.
+        let horizon = if is_node_trouble(e) {
+            self.settings.resolve_after
+        } else {
+            self.settings.window
+        };
         if !m.node.is_empty()
             && (is_node_trouble(e) || node_effect)
             && let Some(id) = self
                 .nodes
                 .get(&node_trouble)
-                .and_then(|&id| self.open_fresh(id, start))
+                .and_then(|&id| self.open_within(id, start, horizon))
         {
             strong.push(id);
         }
-        if e.reason == "FailedScheduling"
-            && let Some(id) = self
-                .scheduling
-                .get(&message_shape(&e.message))
-                .and_then(|&id| self.open_fresh(id, start))
+        if let Some(id) = shared_cause(e)
+            .and_then(|cause| self.scheduling.get(&cause))
+            .and_then(|&id| self.open_fresh(id, start))
         {
             strong.push(id);
         }
@@ -504,6 +511,9 @@ impl Engine {
     /// namespace, a failed lookup while the cluster DNS is down.
     fn weak_link(&self, e: &Event, m: &Member) -> Option<u64> {
         let start = m.start?;
+        if let Some(id) = self.named_service(e, m.start) {
+            return Some(id);
+        }
         if e.object.kind != "Pod" {
             return None;
         }
@@ -538,6 +548,29 @@ impl Engine {
             return Some(id);
         }
         None
+    }
+
+    /// The open incident of what a failure names: a Service called `X.NS.svc` (a webhook,
+    /// a backend) stands for the objects of namespace `NS` named after `X` (its
+    /// certificate, its pods).
+    fn named_service(&self, e: &Event, start: Option<Timestamp>) -> Option<u64> {
+        static SERVICE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r"//([a-z0-9][a-z0-9-]*)\.([a-z0-9][a-z0-9-]*)\.svc\b")
+                .expect("valid")
+        });
+        if !e.message.contains(".svc") {
+            return None;
+        }
+        let c = SERVICE.captures(&e.message)?;
+        let (service, ns) = (&c[1], &c[2]);
+        self.incidents
+            .iter()
+            .filter(|(_, i)| {
+                i.objects
+                    .iter()
+                    .any(|o| o.namespace == ns && o.name.starts_with(service))
+            })
+            .find_map(|(&id, _)| self.open_fresh(id, start))
     }
 
     /// Did the workload just change (a rollout in its recent history)? Then its trouble
@@ -621,7 +654,7 @@ impl Engine {
                 .nodes
                 .iter()
                 .filter(|((node, _), _)| *node == m.node)
-                .filter_map(|(_, &id)| self.open_fresh(id, m.start))
+                .filter_map(|(_, &id)| self.open_within(id, m.start, self.settings.resolve_after))
                 .min()
                 .or_else(|| self.new_node_after_scale_up(e, m.start));
         }
@@ -728,8 +761,10 @@ impl Engine {
                 self.nodes
                     .insert((m.node.clone(), NodeTrouble::of(&e.reason)), id);
             }
+            if let Some(cause) = shared_cause(e) {
+                self.scheduling.insert(cause, id);
+            }
             if e.reason == "FailedScheduling" {
-                self.scheduling.insert(message_shape(&e.message), id);
                 let incident = self.incidents.get_mut(&id).expect("open incident");
                 incident.capacity |= incident.workloads.iter().any(|w| *w != m.workload);
             }
@@ -1313,6 +1348,21 @@ struct Member {
 /// A cheap test before the volume regex: does the message talk about volumes or claims?
 fn names_a_volume(message: &str) -> bool {
     contains_ignore_case(message, "volume") || contains_ignore_case(message, "claim")
+}
+
+/// What many objects' failures may share, when the message says: the scheduling failure
+/// (its shape: cluster capacity), the admission webhook that refused them.
+fn shared_cause(e: &Event) -> Option<u64> {
+    static WEBHOOK: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"failed calling webhook "([^"]+)""#).expect("valid")
+    });
+    match e.reason.as_str() {
+        "FailedScheduling" => Some(message_shape(&e.message)),
+        "FailedCreate" if e.message.contains("webhook") => WEBHOOK
+            .captures(&e.message)
+            .map(|c| xxh3_64(format!("webhook {}", &c[1]).as_bytes())),
+        _ => None,
+    }
 }
 
 /// The scheduler's and the autoscaler's events about a pod waiting for room.

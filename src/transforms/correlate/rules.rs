@@ -243,6 +243,13 @@ pub fn builtin_rules() -> Vec<CausalRule> {
         )
         .with_cause_object(DNS_WORKLOAD),
         rule(
+            "expired-certificate-breaks-its-webhook",
+            (&["Failed"], None),
+            (&["FailedCreate"], Some("(?i)x509|certificate")),
+            Incident,
+            ("Certificate", ""),
+        ),
+        rule(
             "liveness-failure-restarts-container",
             (&["Unhealthy"], Some("(?i)liveness|startup")),
             (&["Killing", "BackOff"], None),
