@@ -56,6 +56,8 @@ pub const MAX_OBJECTS: usize = 50;
 const MAX_NOTABLE: usize = 64;
 /// Uids of members that joined after they were seen (context), listed per incident.
 pub const MAX_CONTEXT: usize = 200;
+/// How long an incident with a node still down stays open without news.
+const NODE_DOWN_MAX_QUIET: i64 = 2 * 3600;
 /// How far apart a Node's `NodeNotReady` and its pods' may be written.
 const SIMULTANEOUS: i64 = 30;
 /// How soon after an OOM kill on its node a container's restart counts as its effect.
@@ -131,6 +133,9 @@ pub(super) struct IncidentState {
     pub oom: Vec<(Str, Timestamp)>,
     /// The autoscaler was asked for nodes at this time: nodes that register next join.
     pub scale_up: Option<Timestamp>,
+    /// Nodes it holds that went down and have not come back.
+    #[serde(default)]
+    pub down: Vec<Str>,
     pub reported: bool,
     pub reported_severity: Option<Severity>,
     pub reported_at: Option<Timestamp>,
@@ -274,6 +279,15 @@ impl Engine {
     /// `window` of its trouble.
     fn open_fresh(&self, id: u64, start: Option<Timestamp>) -> Option<u64> {
         self.open_within(id, start, self.settings.window)
+    }
+
+    /// How long after its last trouble incident `id` still takes `node`'s own events: while
+    /// the node is down, until it comes back (bounded).
+    fn node_horizon(&self, id: u64, node: &Str, horizon: chrono::Duration) -> chrono::Duration {
+        match self.incidents.get(&self.find(id)) {
+            Some(i) if i.down.contains(node) => horizon.max(secs(NODE_DOWN_MAX_QUIET)),
+            _ => horizon,
+        }
     }
 
     /// The open incident `id` stands for now, if `start` is within `horizon` of it.
@@ -477,10 +491,9 @@ impl Engine {
         };
         if !m.node.is_empty()
             && (is_node_trouble(e) || node_effect)
-            && let Some(id) = self
-                .nodes
-                .get(&node_trouble)
-                .and_then(|&id| self.open_within(id, start, horizon))
+            && let Some(id) = self.nodes.get(&node_trouble).and_then(|&id| {
+                self.open_within(id, start, self.node_horizon(id, &m.node, horizon))
+            })
         {
             strong.push(id);
         }
@@ -654,7 +667,10 @@ impl Engine {
                 .nodes
                 .iter()
                 .filter(|((node, _), _)| *node == m.node)
-                .filter_map(|(_, &id)| self.open_within(id, m.start, self.settings.resolve_after))
+                .filter_map(|(_, &id)| {
+                    let horizon = self.node_horizon(id, &m.node, self.settings.resolve_after);
+                    self.open_within(id, m.start, horizon)
+                })
                 .min()
                 .or_else(|| self.new_node_after_scale_up(e, m.start));
         }
@@ -810,7 +826,13 @@ impl Engine {
                 incident.scale_up = incident.scale_up.max(m.start);
             }
             incident.terminal |= rules::FINAL.contains(&e.reason.as_str());
+            if is_node && e.reason == "NodeNotReady" {
+                push_unique(&mut incident.down, m.node.clone(), true);
+            }
         } else {
+            if is_node && matches!(e.reason.as_str(), "NodeReady" | "RegisteredNode") {
+                incident.down.retain(|n| *n != m.node);
+            }
             if e.reason == "TriggeredScaleUp" {
                 incident.scale_up = incident.scale_up.max(m.start);
             }
@@ -873,7 +895,13 @@ impl Engine {
     /// the event names went through before the trouble.
     fn attach_history(&mut self, id: u64, e: &Event, m: &Member) {
         let since = m.start.map(|s| s - self.settings.window);
-        let mut keys = vec![m.this, key_id(&m.workload)];
+        // An evicted pod brings its own story, not its workload's (a rollout of it is not
+        // why the node failed).
+        let displaced = NODE_DOWN_EFFECTS.contains(&e.reason.as_str());
+        let mut keys = vec![m.this];
+        if !displaced {
+            keys.push(key_id(&m.workload));
+        }
         if is_node_trouble(e) {
             keys.push(key_id(&node_key(&m.node)));
         }
@@ -989,6 +1017,7 @@ impl Engine {
                 strong_occurrences: 0,
                 oom: Vec::new(),
                 scale_up: None,
+                down: Vec::new(),
                 reported: false,
                 reported_severity: None,
                 reported_at: None,
@@ -1031,6 +1060,9 @@ impl Engine {
         target.last = target.last.max(absorbed.last);
         target.scale_up = target.scale_up.max(absorbed.scale_up);
         target.capacity |= absorbed.capacity;
+        for node in absorbed.down.iter() {
+            push_unique(&mut target.down, node.clone(), true);
+        }
         target.terminal |= absorbed.terminal;
         for o in absorbed.objects.iter() {
             if target.objects.len() < MAX_OBJECTS && !target.objects.contains(o) {
@@ -1306,8 +1338,15 @@ impl Engine {
             .incidents
             .iter()
             .filter(|(_, i)| {
+                // A lost node that has not come back keeps its incident open (nothing more
+                // is written while it is down), up to a bound.
+                let quiet = if i.down.is_empty() {
+                    self.settings.resolve_after
+                } else {
+                    self.settings.resolve_after.max(secs(NODE_DOWN_MAX_QUIET))
+                };
                 let by_event_time = match (i.last, watermark) {
-                    (Some(last), Some(w)) => w - last > self.settings.resolve_after,
+                    (Some(last), Some(w)) => w - last > quiet,
                     _ => false,
                 };
                 by_event_time || (wall && i.active.elapsed() >= self.settings.resolve_after_wall)
