@@ -138,8 +138,21 @@ fn the_default_config_replays_the_example_stream() {
         .filter(|r| r["reason"] == "IncidentOpened")
         .collect();
     assert!(opened.len() >= 10, "{} incidents", opened.len());
+    // Members carry the id of the incident they ended in: one merged into another later
+    // (its last record names `merged_into`) leaves its members to that one.
+    let merged: Vec<&str> = incidents
+        .iter()
+        .filter_map(|r| {
+            r["incident"]["merged_into"]
+                .as_str()
+                .map(|_| r["incident"]["id"].as_str().unwrap())
+        })
+        .collect();
     for r in &opened {
         let id = r["incident"]["id"].as_str().unwrap();
+        if merged.contains(&id) {
+            continue;
+        }
         assert!(
             archived.iter().any(|e| e["correlation_id"] == id),
             "members of {id} carry its id"

@@ -205,6 +205,9 @@ pub(super) struct Engine {
     /// pods unschedulable for the same reason, creations refused by the same webhook) ->
     /// their open incident.
     pub scheduling: HashMap<u64, u64>,
+    /// (Namespace, Service) named by failures (`https://X.NS.svc`) -> their open incident:
+    /// when X's objects fail later, they join it.
+    pub services: HashMap<(Str, Str), u64>,
     /// Namespace -> an open incident with a storage outage in it.
     pub storage: HashMap<Str, u64>,
     /// The open incident the cluster DNS is in.
@@ -255,6 +258,7 @@ impl Engine {
             history: History::default(),
             workloads: HashMap::new(),
             displaced: HashMap::new(),
+            services: HashMap::new(),
             nodes: HashMap::new(),
             scheduling: HashMap::new(),
             storage: HashMap::new(),
@@ -524,7 +528,7 @@ impl Engine {
     /// namespace, a failed lookup while the cluster DNS is down.
     fn weak_link(&self, e: &Event, m: &Member) -> Option<u64> {
         let start = m.start?;
-        if let Some(id) = self.named_service(e, m.start) {
+        if let Some(id) = self.service_link(e, m.start) {
             return Some(id);
         }
         if e.object.kind != "Pod" {
@@ -566,16 +570,20 @@ impl Engine {
     /// The open incident of what a failure names: a Service called `X.NS.svc` (a webhook,
     /// a backend) stands for the objects of namespace `NS` named after `X` (its
     /// certificate, its pods).
-    fn named_service(&self, e: &Event, start: Option<Timestamp>) -> Option<u64> {
-        static SERVICE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-            regex::Regex::new(r"//([a-z0-9][a-z0-9-]*)\.([a-z0-9][a-z0-9-]*)\.svc\b")
-                .expect("valid")
-        });
-        if !e.message.contains(".svc") {
-            return None;
+    fn service_link(&self, e: &Event, start: Option<Timestamp>) -> Option<u64> {
+        // A failure of one of X's objects, after failures that named X.
+        let ns = namespace(e);
+        let named = self
+            .services
+            .iter()
+            .filter(|((service_ns, service), _)| {
+                service_ns == ns && e.object.name.starts_with(service.as_str())
+            })
+            .find_map(|(_, &id)| self.open_fresh(id, start));
+        if named.is_some() {
+            return named;
         }
-        let c = SERVICE.captures(&e.message)?;
-        let (service, ns) = (&c[1], &c[2]);
+        let (service, ns) = named_service(&e.message)?;
         self.incidents
             .iter()
             .filter(|(_, i)| {
@@ -653,6 +661,17 @@ impl Engine {
                 .filter_map(|map| map.get(&m.workload))
                 .find_map(|&id| self.open_fresh(id, m.start));
         }
+        // A pod stopped on a node being drained or scaled down.
+        if target.is_none()
+            && e.object.kind == "Pod"
+            && !m.node.is_empty()
+            && matches!(e.reason.as_str(), "Killing" | "ScaleDown")
+        {
+            target = self
+                .nodes
+                .get(&(m.node.clone(), NodeTrouble::Cordon))
+                .and_then(|&id| self.open_fresh(id, m.start));
+        }
         // A pod starting on a node the autoscaler just added for an incident.
         if target.is_none() && e.object.kind == "Pod" && !m.node.is_empty() {
             target = self
@@ -721,7 +740,9 @@ impl Engine {
             reason: e.reason.clone(),
             object: e.object.clone(),
             // Only a change's message is read again (as a trigger).
-            message: if CHANGES.contains(&e.reason.as_str()) || e.reason == "SuccessfulCreate" {
+            message: if CHANGES.contains(&e.reason.as_str())
+                || matches!(e.reason.as_str(), "SuccessfulCreate" | "SuccessfulDelete")
+            {
                 e.message.chars().take(MESSAGE_CHARS).collect()
             } else {
                 String::new()
@@ -780,14 +801,17 @@ impl Engine {
             if let Some(cause) = shared_cause(e) {
                 self.scheduling.insert(cause, id);
             }
+            if let Some((service, service_ns)) = named_service(&e.message) {
+                self.services
+                    .insert((service_ns.into(), service.into()), id);
+            }
             if e.reason == "FailedScheduling" {
                 let incident = self.incidents.get_mut(&id).expect("open incident");
                 incident.capacity |= incident.workloads.iter().any(|w| *w != m.workload);
             }
-            if matches!(e.reason.as_str(), "FailedMount" | "FailedAttachVolume")
-                && (contains_ignore_case(&e.message, "timed out")
-                    || contains_ignore_case(&e.message, "attach"))
-            {
+            // The storage backend failing (not the kubelet's generic mount time-out, which
+            // a missing Secret ends in too).
+            if e.reason == "FailedAttachVolume" {
                 self.storage.insert(ns.into(), id);
             }
             if regex_dns().is_match(&e.object.name) {
@@ -924,10 +948,13 @@ impl Engine {
         while let Some(&key) = keys.get(next) {
             next += 1;
             for recent in self.history.take(key, since) {
-                // A controller's "Created pod: X" brings X's own story along.
-                if recent.reason == "SuccessfulCreate"
-                    && keys.len() < MAX_ATTACH_KEYS
-                    && let Some(pod) = ownership::created_pod(&recent.message)
+                // A controller's "Created pod: X" (or "Deleted pod: X", the pods a rollout
+                // replaces) brings X's own story along.
+                if matches!(
+                    recent.reason.as_str(),
+                    "SuccessfulCreate" | "SuccessfulDelete"
+                ) && keys.len() < MAX_ATTACH_KEYS
+                    && let Some(pod) = ownership::named_pod(&recent.message)
                 {
                     keys.push(key_id(&ownership::key("Pod", &recent.namespace, pod)));
                 }
@@ -1039,6 +1066,7 @@ impl Engine {
             .workloads
             .values_mut()
             .chain(self.displaced.values_mut())
+            .chain(self.services.values_mut())
             .chain(self.nodes.values_mut())
             .chain(self.scheduling.values_mut())
             .chain(self.storage.values_mut())
@@ -1219,8 +1247,7 @@ impl Engine {
         incident: &'a IncidentState,
     ) -> (Option<(&'a Notable, String)>, Option<&'a Notable>) {
         let notable = &incident.notable;
-        let mut is_effect = vec![false; notable.len()];
-        let mut cause_rule: Vec<Option<usize>> = vec![None; notable.len()];
+        let mut edges: Vec<(usize, usize, usize)> = Vec::new();
         for (ci, c) in notable.iter().enumerate() {
             for (ei, e) in notable.iter().enumerate() {
                 if ci == ei || e.change {
@@ -1232,10 +1259,34 @@ impl Engine {
                     .iter()
                     .position(|r| self.explains(r, c, e))
                 {
-                    is_effect[ei] = true;
-                    cause_rule[ci].get_or_insert(r);
+                    edges.push((ci, ei, r));
                 }
             }
+        }
+        // A rollout is the cause only when its new pods fail (two of them when it asked for
+        // two or more): one pod crash-looping among healthy siblings has its own cause.
+        let explained = |ci: usize| {
+            let mut objects: Vec<&str> = edges
+                .iter()
+                .filter(|(c, _, _)| *c == ci)
+                .map(|(_, e, _)| notable[*e].object.name.as_str())
+                .collect();
+            objects.sort_unstable();
+            objects.dedup();
+            objects.len()
+        };
+        let weak_changes: Vec<usize> = (0..notable.len())
+            .filter(|&ci| {
+                let c = &notable[ci];
+                c.change && explained(ci) < replicas_asked(&c.message).clamp(1, 2)
+            })
+            .collect();
+        edges.retain(|(ci, _, _)| !weak_changes.contains(ci));
+        let mut is_effect = vec![false; notable.len()];
+        let mut cause_rule: Vec<Option<usize>> = vec![None; notable.len()];
+        for &(ci, ei, r) in &edges {
+            is_effect[ei] = true;
+            cause_rule[ci].get_or_insert(r);
         }
         let root = notable
             .iter()
@@ -1298,6 +1349,17 @@ impl Engine {
         if c.change && is_image_pull(&e.message) {
             return false;
         }
+        // A rollout's failures are those of the ReplicaSet it scaled up.
+        if c.reason == "ScalingReplicaSet"
+            && let Some(rs) = ownership::scaled_replica_set(&c.message)
+            && !(e.object.name == rs
+                || e.object
+                    .name
+                    .strip_prefix(rs)
+                    .is_some_and(|rest| rest.starts_with('-')))
+        {
+            return false;
+        }
         let same_object = c.object.kind == e.object.kind
             && c.object.name == e.object.name
             && c.namespace == e.namespace;
@@ -1320,6 +1382,7 @@ impl Engine {
         };
         self.workloads.retain(|_, i| *i != id);
         self.displaced.retain(|_, i| *i != id);
+        self.services.retain(|_, i| *i != id);
         self.nodes.retain(|_, i| *i != id);
         self.scheduling.retain(|_, i| *i != id);
         self.storage.retain(|_, i| *i != id);
@@ -1387,6 +1450,27 @@ struct Member {
 /// A cheap test before the volume regex: does the message talk about volumes or claims?
 fn names_a_volume(message: &str) -> bool {
     contains_ignore_case(message, "volume") || contains_ignore_case(message, "claim")
+}
+
+/// The Service a message names by its cluster address (`https://X.NS.svc`): (X, NS).
+fn named_service(message: &str) -> Option<(&str, &str)> {
+    static SERVICE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"//([a-z0-9][a-z0-9-]*)\.([a-z0-9][a-z0-9-]*)\.svc\b").expect("valid")
+    });
+    if !message.contains(".svc") {
+        return None;
+    }
+    let c = SERVICE.captures(message)?;
+    Some((c.get(1)?.as_str(), c.get(2)?.as_str()))
+}
+
+/// How many replicas a scale-up asked for ("... to 3"); 1 when the message does not say.
+fn replicas_asked(message: &str) -> usize {
+    message
+        .rsplit_once(" to ")
+        .and_then(|(_, n)| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
 /// What many objects' failures may share, when the message says: the scheduling failure

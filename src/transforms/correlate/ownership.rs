@@ -20,12 +20,25 @@ use crate::event::{Event, Str};
 /// Owner links followed upwards.
 const MAX_OWNER_DEPTH: usize = 5;
 
-/// The pod a controller's `SuccessfulCreate` names.
-pub fn created_pod(message: &str) -> Option<&str> {
-    CREATED_POD
+/// The ReplicaSet a Deployment's `ScalingReplicaSet` "Scaled up replica set X ..." names.
+pub fn scaled_replica_set(message: &str) -> Option<&str> {
+    SCALED_RS
         .captures(message)
         .and_then(|c| c.get(1))
         .map(|m| m.as_str())
+}
+
+/// The pod a controller's `SuccessfulCreate` or `SuccessfulDelete` names (`Created pod:
+/// X`, `Deleted pod: X`, `create Pod X in StatefulSet Y successful`).
+pub fn named_pod(message: &str) -> Option<&str> {
+    static NAMED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"^(?:(?:Created|Deleted) pod: (\S+)|(?:create|delete) Pod (\S+) in StatefulSet)",
+        )
+        .expect("valid")
+    });
+    let c = NAMED.captures(message)?;
+    c.get(1).or_else(|| c.get(2)).map(|m| m.as_str())
 }
 
 static CREATED_POD: LazyLock<Regex> =

@@ -106,6 +106,7 @@ pub const NODE_TROUBLE: &[&str] = &[
     "DockerHung",
     "TaskHung",
     "NodeShutdown",
+    "ScaleDownFailed",
 ];
 
 /// What happens to a pod because its node failed: these link the pod to the node's
@@ -407,7 +408,7 @@ impl NodeTrouble {
     pub fn of(reason: &str) -> NodeTrouble {
         match reason {
             "OOMKilling" | "SystemOOM" => NodeTrouble::Oom,
-            "NodeNotSchedulable" => NodeTrouble::Cordon,
+            "NodeNotSchedulable" | "ScaleDown" | "ScaleDownFailed" => NodeTrouble::Cordon,
             "Evicted"
             | "Preempting"
             | "EvictionThresholdMet"

@@ -25,6 +25,8 @@ pub(super) struct Snapshot {
     workloads: Vec<(Str, u64)>,
     #[serde(default)]
     displaced: Vec<(Str, u64)>,
+    #[serde(default)]
+    services: Vec<((Str, Str), u64)>,
     nodes: Vec<((Str, NodeTrouble), u64)>,
     scheduling: Vec<(u64, u64)>,
     storage: Vec<(Str, u64)>,
@@ -63,6 +65,7 @@ impl Engine {
             history: lru_entries(&self.history.by_key),
             workloads: sorted(self.workloads.iter().map(|(k, v)| (k.clone(), *v))),
             displaced: sorted(self.displaced.iter().map(|(k, v)| (k.clone(), *v))),
+            services: sorted(self.services.iter().map(|(k, v)| (k.clone(), *v))),
             nodes: sorted(self.nodes.iter().map(|(k, v)| (k.clone(), *v))),
             scheduling: sorted(self.scheduling.iter().map(|(k, v)| (*k, *v))),
             storage: sorted(self.storage.iter().map(|(k, v)| (k.clone(), *v))),
@@ -96,6 +99,7 @@ impl Engine {
         }
         self.workloads = s.workloads.into_iter().collect();
         self.displaced = s.displaced.into_iter().collect();
+        self.services = s.services.into_iter().collect();
         self.nodes = s.nodes.into_iter().collect();
         self.scheduling = s.scheduling.into_iter().collect();
         self.storage = s.storage.into_iter().collect();
