@@ -73,6 +73,7 @@ const WEAK_MIN_SPAN: i64 = 120;
 const WEAK_MIN_OCCURRENCES: u64 = 3;
 
 /// The engine's settings, from the transform's config.
+#[derive(Clone)]
 pub(super) struct Settings {
     pub window: chrono::Duration,
     pub resolve_after: chrono::Duration,

@@ -40,7 +40,7 @@ pub mod rules;
 mod snapshot;
 mod summary;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,10 +51,11 @@ use tokio::time::Instant;
 
 use crate::batch::{Batch, BatchNotifier, push_notifier};
 use crate::config::DurationValue;
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, Str, Timestamp};
 use crate::metrics::ComponentMetrics;
 use crate::topology::Transform;
 use engine::{Engine, Settings, span};
+
 pub use rules::{CausalRule, Scope, builtin_rules};
 
 /// Default bound on the time between linked events.
@@ -81,6 +82,10 @@ pub const DEFAULT_MAX_REORDER_EVENTS: usize = 20_000;
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(60);
 /// Default bound on correlated events held.
 pub const DEFAULT_MAX_HELD_EVENTS: usize = 30_000;
+/// Default label whose value names the cluster an event comes from.
+pub const DEFAULT_CLUSTER_LABEL: &str = "cluster";
+/// Clusters correlated apart; events of further ones share the unnamed cluster's engine.
+pub const MAX_CLUSTERS: usize = 1_000;
 /// How often wall-clock release, resolution and snapshots run.
 const TICK: Duration = Duration::from_secs(5);
 /// How often the state is saved.
@@ -121,6 +126,9 @@ fn default_max_held_events() -> usize {
 }
 fn yes() -> bool {
     true
+}
+fn default_cluster_label() -> String {
+    DEFAULT_CLUSTER_LABEL.to_owned()
 }
 
 /// `type = "correlate"`.
@@ -173,6 +181,11 @@ pub struct CorrelateTransformConfig {
     /// Save state to the data directory and continue from it after a restart (default true).
     #[serde(default = "yes")]
     pub snapshot: bool,
+    /// The label naming the cluster an event comes from (default `cluster`, as the
+    /// scale-out agents set it): names repeat across clusters and incidents never span two,
+    /// so each cluster is correlated apart.
+    #[serde(default = "default_cluster_label")]
+    pub cluster_label: String,
 }
 
 impl Default for CorrelateTransformConfig {
@@ -206,16 +219,20 @@ impl CorrelateTransformConfig {
             rules,
         };
         let path = state.filter(|_| self.snapshot);
-        let mut engine = Engine::new(settings);
-        if let Some(path) = &path {
-            engine.load(path);
+        let mut engines = BTreeMap::new();
+        for (cluster, saved) in path.as_deref().map(snapshot::load).unwrap_or_default() {
+            let mut engine = Engine::new(settings.clone());
+            engine.restore(saved);
+            engines.insert(cluster, engine);
         }
         let max_held = self.max_reorder_events.max(1) + self.max_held_events.max(1);
         metrics
             .buffer_max_events
             .store(max_held as u64, std::sync::atomic::Ordering::Relaxed);
         CorrelateTransform {
-            engine,
+            engines,
+            settings,
+            cluster_label: self.cluster_label.as_str().into(),
             metrics,
             path,
             last_snapshot: Instant::now(),
@@ -252,7 +269,10 @@ struct Held {
 
 /// The running transform.
 pub struct CorrelateTransform {
-    engine: Engine,
+    /// One engine per cluster.
+    engines: BTreeMap<Str, Engine>,
+    settings: Settings,
+    cluster_label: Str,
     metrics: Arc<ComponentMetrics>,
     path: Option<PathBuf>,
     last_snapshot: Instant,
@@ -272,10 +292,33 @@ impl CorrelateTransform {
         let Some(path) = &self.path else {
             return;
         };
-        if let Err(error) = crate::sources::write_checkpoint(path, &self.engine.snapshot()) {
+        let saved = snapshot::Saved {
+            clusters: self
+                .engines
+                .iter()
+                .map(|(cluster, engine)| (cluster.clone(), engine.snapshot()))
+                .collect(),
+        };
+        if let Err(error) = crate::sources::write_checkpoint(path, &saved) {
             ComponentMetrics::add(&self.metrics.errors, 1);
             tracing::error!(file = %path.display(), %error, "Failed to save the correlation state.");
         }
+    }
+
+    /// The engine of the event's cluster.
+    fn engine(&mut self, e: &Event) -> &mut Engine {
+        let mut cluster = e
+            .labels
+            .get(self.cluster_label.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if !self.engines.contains_key(&cluster) && self.engines.len() >= MAX_CLUSTERS {
+            cluster = Str::default();
+        }
+        let settings = &self.settings;
+        self.engines
+            .entry(cluster)
+            .or_insert_with(|| Engine::new(settings.clone()))
     }
 
     /// Correlates the events whose wait is over (all of them with `all`), in event-time
@@ -292,16 +335,18 @@ impl CorrelateTransform {
                 break;
             }
             let p = self.reorder.pop_front().expect("peeked");
-            self.engine.process(&p.event, &mut records);
+            self.engine(&p.event).process(&p.event, &mut records);
             self.held.push_back(Held {
                 since: now,
                 event: p.event,
                 notifiers: p.notifiers,
             });
         }
-        self.engine.expire(false, &mut records);
-        if all {
-            self.engine.final_updates(&mut records);
+        for engine in self.engines.values_mut() {
+            engine.expire(false, &mut records);
+            if all {
+                engine.final_updates(&mut records);
+            }
         }
         let mut batch = Batch::new(records);
         while let Some(front) = self.held.front() {
@@ -316,7 +361,7 @@ impl CorrelateTransform {
                 notifiers,
                 ..
             } = self.held.pop_front().expect("peeked");
-            event.correlation_id = self.engine.correlation_id(&event);
+            event.correlation_id = self.engine(&event).correlation_id(&event);
             for n in notifiers.iter() {
                 push_notifier(&mut batch.notifiers, n);
             }
@@ -371,7 +416,9 @@ impl Transform for CorrelateTransform {
     fn tick(&mut self, out: &mut Vec<Batch>) {
         self.release(false, out);
         let mut records = Vec::new();
-        self.engine.expire(true, &mut records);
+        for engine in self.engines.values_mut() {
+            engine.expire(true, &mut records);
+        }
         if !records.is_empty() {
             out.push(Batch::new(records));
         }

@@ -108,22 +108,36 @@ impl Engine {
         self.watermark = s.watermark;
         self.next = s.next;
     }
+}
 
-    /// Loads the state saved at `path`, if there is one; an unreadable one is logged and
-    /// ignored (the engine starts empty).
-    pub(super) fn load(&mut self, path: &Path) {
-        match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<Snapshot>(&bytes) {
-                Ok(snapshot) => self.restore(snapshot),
-                Err(error) => {
-                    tracing::warn!(file = %path.display(), %error, "Ignored an unreadable correlation snapshot.");
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(file = %path.display(), %error, "Cannot read the correlation snapshot.");
-            }
+/// What the file holds: each cluster's state.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Saved {
+    /// (cluster, its engine's state).
+    pub clusters: Vec<(Str, Snapshot)>,
+}
+
+/// Loads the states saved at `path`, if there are; an unreadable file is logged and
+/// ignored (the engines start empty). A file from before clusters were kept apart holds one
+/// state, the unnamed cluster's.
+pub(super) fn load(path: &Path) -> Vec<(Str, Snapshot)> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "Cannot read the correlation snapshot.");
+            return Vec::new();
         }
+    };
+    match serde_json::from_slice::<Saved>(&bytes) {
+        Ok(saved) => saved.clusters,
+        Err(error) => match serde_json::from_slice::<Snapshot>(&bytes) {
+            Ok(single) => vec![(Str::default(), single)],
+            Err(_) => {
+                tracing::warn!(file = %path.display(), %error, "Ignored an unreadable correlation snapshot.");
+                Vec::new()
+            }
+        },
     }
 }
 

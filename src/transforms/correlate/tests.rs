@@ -101,7 +101,7 @@ fn open_incidents_stay_bounded() {
         })
         .collect();
     run(&mut t, events);
-    assert!(t.engine.incidents.len() <= 3);
+    assert!(t.engines.values().all(|e| e.incidents.len() <= 3));
 }
 
 #[test]
@@ -171,4 +171,31 @@ fn events_of_incidents_never_reported_carry_no_correlation_id() {
     out.extend(flush(&mut t));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].correlation_id, None);
+}
+
+#[test]
+fn the_same_names_in_two_clusters_are_two_incidents() {
+    let mut t = immediate("").build(None, Arc::default());
+    let mut events = Vec::new();
+    for (uid, at, cluster) in [
+        ("a1", "10:00:00", "east"),
+        ("b1", "10:00:05", "west"),
+        ("a2", "10:01:00", "east"),
+        ("b2", "10:01:05", "west"),
+    ] {
+        let mut e = backoff(uid, "cart-7d9f8b6c5-x2x9z", &format!("2026-01-01T{at}Z"));
+        e.labels.insert("cluster".into(), cluster.into());
+        events.push(e);
+    }
+    let mut out = run(&mut t, events);
+    out.extend(flush(&mut t));
+    let id = |uid: &str| {
+        out.iter()
+            .find(|e| e.uid == uid)
+            .and_then(|e| e.correlation_id.clone())
+            .expect("stamped")
+    };
+    assert_eq!(id("a1"), id("a2"));
+    assert_eq!(id("b1"), id("b2"));
+    assert_ne!(id("a1"), id("b1"), "one incident per cluster");
 }
