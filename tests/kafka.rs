@@ -557,3 +557,228 @@ fn kill_9_at_random_points_with_a_disk_buffer_loses_nothing() {
     );
     eprintln!("{} messages for {N} events", messages.len());
 }
+
+/// The incidents in kollate's output: the sets of event uids sharing a correlation id
+/// (ids differ between processes; what they group must not).
+fn incident_groups(paths: &[PathBuf]) -> BTreeSet<BTreeSet<String>> {
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for path in paths {
+        for e in lines_of(path) {
+            if e.get("incident").is_some() {
+                continue;
+            }
+            if let (Some(id), Some(uid)) = (e["correlation_id"].as_str(), e["uid"].as_str()) {
+                groups
+                    .entry(id.to_owned())
+                    .or_default()
+                    .insert(uid.to_owned());
+            }
+        }
+    }
+    groups.into_values().collect()
+}
+
+/// The correlate settings both sides use: short holds, so the aggregators' output is
+/// complete seconds after the broker delivered everything.
+const CORRELATE: &str = r#"
+[transforms.incidents]
+type = "correlate"
+reorder_window = "5s"
+hold = "5s"
+snapshot = false
+"#;
+
+/// Two simulated clusters' streams, each in its own file.
+fn two_clusters(dir: &Path) -> Vec<(&'static str, PathBuf, usize)> {
+    [("east", 21), ("west", 22)]
+        .into_iter()
+        .map(|(cluster, seed)| {
+            let sim = kollate::simulate::simulate(&kollate::simulate::SimulateOptions {
+                seed,
+                ..Default::default()
+            });
+            let path = dir.join(format!("{cluster}.jsonl"));
+            std::fs::write(&path, sim.lines.join("\n") + "\n").unwrap();
+            (cluster, path, sim.lines.len())
+        })
+        .collect()
+}
+
+/// An agent of `cluster`: its file, labelled with the cluster, into `topic` keyed as the
+/// scale-out example keys it.
+fn cluster_agent(broker: &Broker, dir: &Path, cluster: &str, input: &Path, topic: &str) -> PathBuf {
+    let config = dir.join(format!("agent-{cluster}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+data_dir = "{data}"
+[sources.recorded]
+type = "file"
+paths = ["{input}"]
+[transforms.classify]
+type = "classify"
+inputs = ["recorded"]
+[[transforms.classify.rules]]
+labels = {{ cluster = "{cluster}" }}
+[sinks.kafka]
+type = "kafka"
+inputs = ["classify"]
+bootstrap_servers = "{bootstrap}"
+topic = "{topic}"
+key = "{{label.cluster}}"
+"#,
+            data = dir.join(format!("agent-{cluster}-data")).display(),
+            input = input.display(),
+            bootstrap = broker.bootstrap(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// An aggregator of the `group`, writing every event it correlated to `out`.
+fn aggregator(
+    broker: &Broker,
+    dir: &Path,
+    name: &str,
+    topic: &str,
+    group: &str,
+) -> (PathBuf, PathBuf) {
+    let out = dir.join(format!("{name}.jsonl"));
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+data_dir = "{data}"
+[sources.agents]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+topics = ["{topic}"]
+group_id = "{group}"
+commit_interval = "200ms"
+librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+{CORRELATE}inputs = ["agents"]
+[sinks.out]
+type = "file"
+inputs = ["incidents"]
+path = "{out}"
+"#,
+            data = dir.join(format!("{name}-data")).display(),
+            bootstrap = broker.bootstrap(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    (config, out)
+}
+
+/// Waits until the files hold `n` events (incident records aside).
+fn await_events(outs: &[PathBuf], n: usize, configs: &[PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let got: usize = outs
+            .iter()
+            .map(|p| {
+                lines_of(p)
+                    .iter()
+                    .filter(|e| e.get("incident").is_none())
+                    .count()
+            })
+            .sum();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {n} events came out; logs:\n{}",
+            configs
+                .iter()
+                .map(|c| log_tail(c))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn two_aggregators_report_the_incidents_one_process_does_live_and_from_a_backlog() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = two_clusters(dir.path());
+    let total: usize = clusters.iter().map(|(_, _, n)| n).sum();
+
+    // One process over both clusters' streams.
+    let single_out = dir.path().join("single.jsonl");
+    let mut single = format!(
+        "data_dir = \"{}\"\n",
+        dir.path().join("single-data").display()
+    );
+    let mut labelled = Vec::new();
+    for (cluster, path, _) in &clusters {
+        single.push_str(&format!(
+            "[sources.{cluster}]\ntype = \"file\"\npaths = [\"{}\"]\n\
+             [transforms.label_{cluster}]\ntype = \"classify\"\ninputs = [\"{cluster}\"]\n\
+             [[transforms.label_{cluster}.rules]]\nlabels = {{ cluster = \"{cluster}\" }}\n",
+            path.display()
+        ));
+        labelled.push(format!("\"label_{cluster}\""));
+    }
+    single.push_str(CORRELATE);
+    single.push_str(&format!(
+        "inputs = [{}]\n[sinks.out]\ntype = \"file\"\ninputs = [\"incidents\"]\npath = \"{}\"\n",
+        labelled.join(", "),
+        single_out.display()
+    ));
+    let single_config = dir.path().join("single.toml");
+    std::fs::write(&single_config, single).unwrap();
+    let out = run(&single_config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = incident_groups(&[single_out]);
+    assert!(expected.len() >= 8, "{} incidents", expected.len());
+
+    let broker = Broker::start();
+    for (mode, topic) in [("backlog", "events-backlog"), ("live", "events-live")] {
+        broker.create_topic(topic, 8);
+        let publish = |dir: &Path| {
+            for (cluster, path, _) in &clusters {
+                let out = run(&cluster_agent(&broker, dir, cluster, path, topic));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        };
+        if mode == "backlog" {
+            publish(dir.path());
+        }
+        let group = format!("aggregators-{mode}");
+        let aggregators: Vec<(PathBuf, PathBuf)> = (1..=2)
+            .map(|i| aggregator(&broker, dir.path(), &format!("{mode}-{i}"), topic, &group))
+            .collect();
+        let mut children: Vec<_> = aggregators.iter().map(|(c, _)| spawn(c)).collect();
+        if mode == "live" {
+            // Both have joined the group before the agents write.
+            std::thread::sleep(Duration::from_secs(8));
+            publish(dir.path());
+        }
+        let outs: Vec<PathBuf> = aggregators.iter().map(|(_, o)| o.clone()).collect();
+        let configs: Vec<PathBuf> = aggregators.iter().map(|(c, _)| c.clone()).collect();
+        await_events(&outs, total, &configs);
+        for child in &mut children {
+            terminate(child);
+        }
+        assert_eq!(
+            incident_groups(&outs),
+            expected,
+            "{mode}: two aggregators group the events as one process does"
+        );
+    }
+}
