@@ -42,8 +42,8 @@ use super::ownership::{
     self, Ownership, key_id, namespace, node_key, object_id, object_key, volume_keys,
 };
 use super::rules::{
-    self, CHANGES, CausalRule, DNS_WORKLOAD, NODE_DOWN_EFFECTS, NodeTrouble, Scope,
-    contains_ignore_case, is_image_pull, is_node_trouble, is_trouble,
+    self, CHANGES, CausalRule, DNS_WORKLOAD, NODE_DOWN_EFFECTS, NodeTrouble, Scope, is_image_pull,
+    is_node_trouble, is_trouble,
 };
 use super::summary;
 use crate::event::{
@@ -739,7 +739,8 @@ impl Engine {
             uid: e.uid.clone(),
             resource_version: e.resource_version.clone(),
             reason: e.reason.clone(),
-            object: e.object.clone(),
+            kind: e.object.kind.clone(),
+            name: e.object.name.clone(),
             // Only a change's message is read again (as a trigger).
             message: if CHANGES.contains(&e.reason.as_str())
                 || matches!(e.reason.as_str(), "SuccessfulCreate" | "SuccessfulDelete")
@@ -969,7 +970,11 @@ impl Engine {
                         count: recent.count,
                     },
                 );
-                let object = object_id_of(&recent.object, &recent.namespace);
+                let object = key_id(&ownership::key(
+                    &recent.kind,
+                    &recent.namespace,
+                    &recent.name,
+                ));
                 {
                     let tracked = self.object(object);
                     if tracked.incident.is_none() {
@@ -989,7 +994,12 @@ impl Engine {
                             uid: recent.uid,
                             resource_version: recent.resource_version,
                             reason: recent.reason,
-                            object: recent.object,
+                            object: ObjectRef {
+                                kind: recent.kind,
+                                namespace: recent.namespace.clone(),
+                                name: recent.name,
+                                ..ObjectRef::default()
+                            },
                             shape: message_shape(&recent.message),
                             occurrences: recent.count,
                             message: recent.message,
@@ -1450,7 +1460,9 @@ struct Member {
 
 /// A cheap test before the volume regex: does the message talk about volumes or claims?
 fn names_a_volume(message: &str) -> bool {
-    contains_ignore_case(message, "volume") || contains_ignore_case(message, "claim")
+    let bytes = message.as_bytes();
+    memchr::memmem::find(bytes, b"olume").is_some()
+        || memchr::memmem::find(bytes, b"laim").is_some()
 }
 
 /// The Service a message names by its cluster address (`https://X.NS.svc`): (X, NS).
@@ -1501,15 +1513,6 @@ fn regex_dns() -> &'static regex::Regex {
     static PATTERN: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(DNS_WORKLOAD).expect("valid"));
     &PATTERN
-}
-
-/// The id of an object from its reference.
-fn object_id_of(object: &ObjectRef, namespace: &str) -> u64 {
-    key_id(&super::ownership::key(
-        &object.kind,
-        namespace,
-        &object.name,
-    ))
 }
 
 /// How fundamental a failure is, for root causes no rule decides: node, storage, image,

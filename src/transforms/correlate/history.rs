@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ObjectRef, Str, Timestamp};
+use crate::event::{Str, Timestamp};
 
 /// Keys (objects, workloads, nodes, volumes) with a history.
 pub const HISTORY_KEYS: usize = 10_000;
@@ -29,8 +29,10 @@ pub struct Recent {
     pub resource_version: Str,
     /// Its reason.
     pub reason: Str,
-    /// What it was about.
-    pub object: ObjectRef,
+    /// The kind of what it was about.
+    pub kind: Str,
+    /// The name of what it was about.
+    pub name: Str,
     /// Its message, cut to [`MESSAGE_CHARS`].
     pub message: String,
     /// Occurrences.

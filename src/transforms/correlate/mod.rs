@@ -40,7 +40,8 @@ pub mod rules;
 mod snapshot;
 mod summary;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -236,7 +237,7 @@ impl CorrelateTransformConfig {
             metrics,
             path,
             last_snapshot: Instant::now(),
-            reorder: VecDeque::new(),
+            reorder: BinaryHeap::new(),
             held: VecDeque::new(),
             reorder_window: self.reorder_window.0,
             max_reorder: self.max_reorder_events.max(1),
@@ -252,12 +253,29 @@ impl CorrelateTransformConfig {
 /// arrival.
 type OrderKey = (Option<Timestamp>, bool, Option<Timestamp>, u64, u64);
 
-/// An event waiting to be correlated.
+/// An event waiting to be correlated (boxed: the heap moves only the key and pointers).
 struct Pending {
     key: OrderKey,
     arrived: Instant,
     event: Box<Event>,
     notifiers: Arc<[BatchNotifier]>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 /// A correlated event on hold.
@@ -276,8 +294,8 @@ pub struct CorrelateTransform {
     metrics: Arc<ComponentMetrics>,
     path: Option<PathBuf>,
     last_snapshot: Instant,
-    /// Sorted by [`OrderKey`] (input is mostly in order: insertion near the back).
-    reorder: VecDeque<Pending>,
+    /// By [`OrderKey`], earliest on top.
+    reorder: BinaryHeap<Reverse<Pending>>,
     held: VecDeque<Held>,
     reorder_window: Duration,
     max_reorder: usize,
@@ -327,14 +345,14 @@ impl CorrelateTransform {
     fn release(&mut self, all: bool, out: &mut Vec<Batch>) {
         let mut records = Vec::new();
         let now = Instant::now();
-        while let Some(front) = self.reorder.front() {
+        while let Some(Reverse(front)) = self.reorder.peek() {
             let due = all
                 || self.reorder.len() > self.max_reorder
                 || now.duration_since(front.arrived) >= self.reorder_window;
             if !due {
                 break;
             }
-            let p = self.reorder.pop_front().expect("peeked");
+            let Reverse(p) = self.reorder.pop().expect("peeked");
             self.engine(&p.event).process(&p.event, &mut records);
             self.held.push_back(Held {
                 since: now,
@@ -391,20 +409,12 @@ impl Transform for CorrelateTransform {
                 engine::identity(&event),
                 self.seq,
             );
-            let at = if self.reorder.back().is_none_or(|last| last.key <= key) {
-                self.reorder.len()
-            } else {
-                self.reorder.partition_point(|p| p.key <= key)
-            };
-            self.reorder.insert(
-                at,
-                Pending {
-                    key,
-                    arrived,
-                    event: Box::new(event),
-                    notifiers: notifiers.clone(),
-                },
-            );
+            self.reorder.push(Reverse(Pending {
+                key,
+                arrived,
+                event: Box::new(event),
+                notifiers: notifiers.clone(),
+            }));
         }
         self.release(false, out);
     }
