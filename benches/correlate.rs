@@ -6,6 +6,9 @@
 //! Three rounds, each on fresh transforms. `bench/run.sh` measures the whole process
 //! (file decoding and encoding included).
 //!
+//! The allocator is mimalloc, as in the `kollate` binary. `KOLLATE_CORRELATE` takes extra
+//! correlate options as JSON (e.g. `{"reorder_window": "0s", "hold": "0s"}` for no holds).
+//!
 //!     cargo bench --bench correlate [-- EVENTS]
 
 mod common;
@@ -22,12 +25,21 @@ use kollate::transforms::patterns::PatternsTransformConfig;
 
 const BATCH: usize = 500;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Time spent in the two stages for one pass over `events`, and the records they emitted.
 fn round(events: &[Event]) -> (Duration, usize) {
-    let config = CorrelateTransformConfig {
-        snapshot: false,
-        ..CorrelateTransformConfig::default()
-    };
+    let mut options = serde_json::json!({ "snapshot": false });
+    if let Ok(extra) = std::env::var("KOLLATE_CORRELATE") {
+        let extra: serde_json::Value =
+            serde_json::from_str(&extra).expect("KOLLATE_CORRELATE is JSON");
+        for (k, v) in extra.as_object().expect("a JSON object") {
+            options[k] = v.clone();
+        }
+    }
+    let config: CorrelateTransformConfig =
+        serde_json::from_value(options).expect("correlate options");
     let mut correlate = config.build(None, Arc::new(ComponentMetrics::default()));
     let mut patterns = toml::from_str::<PatternsTransformConfig>("")
         .expect("config")

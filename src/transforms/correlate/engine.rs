@@ -1258,18 +1258,28 @@ impl Engine {
         incident: &'a IncidentState,
     ) -> (Option<(&'a Notable, String)>, Option<&'a Notable>) {
         let notable = &incident.notable;
+        // Which rules each member may be the cause or the effect of, by reason alone (the
+        // cheap test that rules out most pairs before the full one).
+        let rules = &self.settings.rules;
+        let mask = |n: &Notable, side: fn(&CausalRule) -> &Vec<String>| -> u128 {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| *i >= 128 || side(r).iter().any(|x| *x == n.reason))
+                .fold(0, |m, (i, _)| m | (1u128 << i.min(127)))
+        };
+        let as_cause: Vec<u128> = notable.iter().map(|n| mask(n, |r| &r.cause)).collect();
+        let as_effect: Vec<u128> = notable.iter().map(|n| mask(n, |r| &r.effect)).collect();
         let mut edges: Vec<(usize, usize, usize)> = Vec::new();
         for (ci, c) in notable.iter().enumerate() {
+            if as_cause[ci] == 0 {
+                continue;
+            }
             for (ei, e) in notable.iter().enumerate() {
-                if ci == ei || e.change {
+                if ci == ei || e.change || as_cause[ci] & as_effect[ei] == 0 {
                     continue;
                 }
-                if let Some(r) = self
-                    .settings
-                    .rules
-                    .iter()
-                    .position(|r| self.explains(r, c, e))
-                {
+                if let Some(r) = rules.iter().position(|r| self.explains(r, c, e)) {
                     edges.push((ci, ei, r));
                 }
             }

@@ -366,7 +366,18 @@ impl CorrelateTransform {
                 engine.final_updates(&mut records);
             }
         }
-        let mut batch = Batch::new(records);
+        // Held events leave in the order they were correlated (their holds end in order).
+        let leaving = if all {
+            self.held.len()
+        } else {
+            let by_time = self
+                .held
+                .partition_point(|h| now.duration_since(h.since) >= self.hold);
+            by_time.max(self.held.len().saturating_sub(self.max_held))
+        };
+        let mut events = Vec::with_capacity(records.len() + leaving);
+        events.append(&mut records);
+        let mut batch = Batch::new(events);
         while let Some(front) = self.held.front() {
             let due = all
                 || self.held.len() > self.max_held
