@@ -78,11 +78,11 @@ pub const DEFAULT_MIN_DURATION: Duration = Duration::from_secs(30);
 /// Default wait for late events before correlating.
 pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_secs(30);
 /// Default bound on events waiting to be ordered.
-pub const DEFAULT_MAX_REORDER_EVENTS: usize = 20_000;
+pub const DEFAULT_MAX_REORDER_EVENTS: usize = 5_000;
 /// Default hold of correlated events before they leave.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(60);
 /// Default bound on correlated events held.
-pub const DEFAULT_MAX_HELD_EVENTS: usize = 30_000;
+pub const DEFAULT_MAX_HELD_EVENTS: usize = 10_000;
 /// Default label whose value names the cluster an event comes from.
 pub const DEFAULT_CLUSTER_LABEL: &str = "cluster";
 /// Clusters correlated apart; events of further ones share the unnamed cluster's engine.
@@ -162,7 +162,7 @@ pub struct CorrelateTransformConfig {
     /// event-time order (default 30s; 0s correlates in arrival order).
     #[serde(default = "default_reorder_window")]
     pub reorder_window: DurationValue,
-    /// Bound on events waiting to be ordered (default 20,000): beyond it the earliest go
+    /// Bound on events waiting to be ordered (default 5,000): beyond it the earliest go
     /// on at once.
     #[serde(default = "default_max_reorder_events")]
     pub max_reorder_events: usize,
@@ -170,7 +170,7 @@ pub struct CorrelateTransformConfig {
     /// incident opening later still stamps them (default 1m; 0s sends them on at once).
     #[serde(default = "default_hold")]
     pub hold: DurationValue,
-    /// Bound on correlated events held (default 30,000): beyond it the oldest leave.
+    /// Bound on correlated events held (default 10,000): beyond it the oldest leave.
     #[serde(default = "default_max_held_events")]
     pub max_held_events: usize,
     /// Use kollate's built-in causal rules (default true); `rules` come first either way.
