@@ -360,6 +360,7 @@ fn the_http_api_answers_from_the_store_with_the_same_filters() {
              [sources.in]\ntype = \"file\"\npaths = [{:?}]\nfollow = true\n\
              [transforms.classify]\ntype = \"classify\"\ninputs = [\"in\"]\n\
              [transforms.incidents]\ntype = \"correlate\"\ninputs = [\"classify\"]\n\
+             reorder_window = \"1s\"\nhold = \"1s\"\n\
              [sinks.store]\ntype = \"store\"\ninputs = [\"incidents\"]\n",
             dir.path().join("data").display().to_string(),
             example().display().to_string()

@@ -80,7 +80,7 @@ pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_secs(30);
 /// Default bound on events waiting to be ordered.
 pub const DEFAULT_MAX_REORDER_EVENTS: usize = 5_000;
 /// Default hold of correlated events before they leave.
-pub const DEFAULT_HOLD: Duration = Duration::from_secs(60);
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
 /// Default bound on correlated events held.
 pub const DEFAULT_MAX_HELD_EVENTS: usize = 10_000;
 /// Default label whose value names the cluster an event comes from.
@@ -167,7 +167,7 @@ pub struct CorrelateTransformConfig {
     #[serde(default = "default_max_reorder_events")]
     pub max_reorder_events: usize,
     /// How long correlated events are held (wall clock) before they leave, so that an
-    /// incident opening later still stamps them (default 1m; 0s sends them on at once).
+    /// incident opening later still stamps them (default 30s; 0s sends them on at once).
     #[serde(default = "default_hold")]
     pub hold: DurationValue,
     /// Bound on correlated events held (default 10,000): beyond it the oldest leave.
