@@ -700,7 +700,14 @@ impl Engine {
                 .find_map(|id| self.open_fresh(id, m.start));
         }
         match target {
-            Some(id) => self.join(id, e, &m, false),
+            Some(id) => {
+                let newcomer = e.object.kind == "Pod"
+                    && self.objects.peek(&m.this).and_then(|o| o.incident) != Some(id);
+                self.join(id, e, &m, false);
+                if newcomer {
+                    self.attach_creation(id, e, &m);
+                }
+            }
             None => self.remember(e, &m),
         }
     }
@@ -764,6 +771,15 @@ impl Engine {
             for volume in volume_keys(namespace(e), &e.message) {
                 self.history.record(key_id(&volume), recent.clone());
             }
+        }
+        // A pod stopped or marked for removal on its node is part of the node's story (a
+        // drain, a scale-down) if trouble on the node follows.
+        if e.object.kind == "Pod"
+            && !m.node.is_empty()
+            && matches!(e.reason.as_str(), "ScaleDown" | "Killing" | "Evicted")
+        {
+            self.history
+                .record(key_id(&node_key(&m.node)), recent.clone());
         }
         self.history.record(own, recent);
     }
@@ -914,6 +930,38 @@ impl Engine {
         }
         if trouble && newcomer {
             self.attach_history(id, e, m);
+        }
+    }
+
+    /// Brings in the controller's "Created pod: X" of a pod X that joined as context (a
+    /// DaemonSet's pod on a node the autoscaler added).
+    fn attach_creation(&mut self, id: u64, e: &Event, m: &Member) {
+        let workload = key_id(&m.workload);
+        let Some(list) = self.history.by_key.peek_mut(&workload) else {
+            return;
+        };
+        let Some(at) = list.iter().position(|r| {
+            r.reason == "SuccessfulCreate"
+                && ownership::named_pod(&r.message) == Some(e.object.name.as_str())
+        }) else {
+            return;
+        };
+        let recent = list.remove(at).expect("found");
+        if self.seen.contains(&recent.identity) {
+            return;
+        }
+        self.seen.put(
+            recent.identity,
+            Seen {
+                incident: id,
+                count: recent.count,
+            },
+        );
+        let incident = self.incidents.get_mut(&id).expect("open incident");
+        incident.members += 1;
+        *incident.reasons.entry(recent.reason.clone()).or_default() += recent.count;
+        if incident.context.len() < MAX_CONTEXT {
+            incident.context.push(recent.uid);
         }
     }
 
