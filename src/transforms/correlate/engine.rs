@@ -28,7 +28,7 @@
 //! without one, the earliest failure of the most fundamental kind (node, volume, image,
 //! scheduling, crash, probe).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -71,6 +71,10 @@ const MAX_NODE_DOWN: usize = 256;
 const WEAK_MIN_SPAN: i64 = 120;
 /// ... and happen this often.
 const WEAK_MIN_OCCURRENCES: u64 = 3;
+
+/// The indexes' map: keys are short strings and ids hashed on every event, so a fast
+/// hasher (foldhash, the one `lru` uses) rather than SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, lru::DefaultHasher>;
 
 /// The engine's settings, from the transform's config.
 #[derive(Clone)]
@@ -257,12 +261,12 @@ impl Engine {
             ownership: Ownership::new(capacity),
             seen: LruCache::new(capacity),
             history: History::default(),
-            workloads: HashMap::new(),
-            displaced: HashMap::new(),
-            services: HashMap::new(),
-            nodes: HashMap::new(),
-            scheduling: HashMap::new(),
-            storage: HashMap::new(),
+            workloads: HashMap::default(),
+            displaced: HashMap::default(),
+            services: HashMap::default(),
+            nodes: HashMap::default(),
+            scheduling: HashMap::default(),
+            storage: HashMap::default(),
             dns: None,
             node_down: Vec::new(),
             watermark: None,
@@ -313,9 +317,10 @@ impl Engine {
         fresh.then_some(id)
     }
 
-    /// The correlation id of an event that belongs to a reported incident.
-    pub fn correlation_id(&mut self, e: &Event) -> Option<Str> {
-        let seen = self.seen.peek(&identity(e))?;
+    /// The correlation id of the event with this [`identity`], when it belongs to a
+    /// reported incident.
+    pub fn correlation_id(&mut self, identity: u64) -> Option<Str> {
+        let seen = self.seen.peek(&identity)?;
         let id = self.find(seen.incident);
         self.labels
             .peek(&id)
@@ -327,8 +332,9 @@ impl Engine {
         self.objects.get_or_insert_mut(id, ObjectState::default)
     }
 
-    /// Handles one event (in event-time order); incident records go to `records`.
-    pub fn process(&mut self, e: &Event, records: &mut Vec<Event>) {
+    /// Handles one event (in event-time order) of this [`identity`]; incident records go
+    /// to `records`.
+    pub fn process(&mut self, e: &Event, identity: u64, records: &mut Vec<Event>) {
         let this = object_id(e);
         if let Some(placed) = self.ownership.learn(e, this) {
             self.object(placed.pod).node = placed.node;
@@ -337,7 +343,6 @@ impl Engine {
         if let Some(end) = end {
             self.watermark = Some(self.watermark.map_or(end, |w| w.max(end)));
         }
-        let identity = identity(e);
         let mut prior = 0;
         if let Some(seen) = self.seen.get(&identity).copied() {
             if let Some(id) = self.open_fresh(seen.incident, start) {

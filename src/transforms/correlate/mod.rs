@@ -281,6 +281,7 @@ impl Ord for Pending {
 /// A correlated event on hold.
 struct Held {
     since: Instant,
+    identity: u64,
     event: Box<Event>,
     notifiers: Arc<[BatchNotifier]>,
 }
@@ -353,9 +354,12 @@ impl CorrelateTransform {
                 break;
             }
             let Reverse(p) = self.reorder.pop().expect("peeked");
-            self.engine(&p.event).process(&p.event, &mut records);
+            let identity = p.key.3;
+            self.engine(&p.event)
+                .process(&p.event, identity, &mut records);
             self.held.push_back(Held {
                 since: now,
+                identity: p.key.3,
                 event: p.event,
                 notifiers: p.notifiers,
             });
@@ -388,9 +392,10 @@ impl CorrelateTransform {
             let Held {
                 mut event,
                 notifiers,
+                identity,
                 ..
             } = self.held.pop_front().expect("peeked");
-            event.correlation_id = self.engine(&event).correlation_id(&event);
+            event.correlation_id = self.engine(&event).correlation_id(identity);
             for n in notifiers.iter() {
                 push_notifier(&mut batch.notifiers, n);
             }
