@@ -163,6 +163,16 @@ impl<R: BufRead> Reader<R> {
         }
     }
 
+    /// Reads the whole input (a file read whole, bytes in memory), then [`Reader::finish`].
+    ///
+    /// # Errors
+    /// I/O errors from the input.
+    pub fn read_to_end(&mut self, out: &mut impl FnMut(Decoded)) -> io::Result<()> {
+        while self.read_available(out)? > 0 {}
+        self.finish(out);
+        Ok(())
+    }
+
     /// Handles whatever is left at the true end of the input (a last line without a
     /// newline, an unterminated frame or document).
     pub fn finish(&mut self, out: &mut impl FnMut(Decoded)) {

@@ -66,8 +66,7 @@ pub fn read_events(paths: &[PathBuf]) -> Result<(Vec<Event>, Vec<String>), ReadE
                 problems.push(format!("{}:{line}: {m}", path.display()));
             }
         };
-        while reader.read_available(&mut take).map_err(failed)? > 0 {}
-        reader.finish(&mut take);
+        reader.read_to_end(&mut take).map_err(failed)?;
     }
     let mut events: Vec<Event> = by_uid.into_values().chain(anonymous).collect();
     events.sort_by(|a, b| {

@@ -35,8 +35,7 @@ fn decode(sim: &Simulation) -> Vec<Event> {
             events.push(e);
         }
     };
-    while reader.read_available(&mut take).expect("in memory") > 0 {}
-    reader.finish(&mut take);
+    reader.read_to_end(&mut take).expect("in memory");
     assert_eq!(events.len(), sim.lines.len(), "every line decodes");
     events
 }

@@ -166,8 +166,7 @@ fn decode(path: &Path) -> (Vec<kollate::event::Event>, Vec<String>) {
             problems.push(format!("line {line}: {m}"))
         }
     };
-    while reader.read_available(&mut take).unwrap() > 0 {}
-    reader.finish(&mut take);
+    reader.read_to_end(&mut take).unwrap();
     (events, problems)
 }
 

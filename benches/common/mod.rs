@@ -34,8 +34,7 @@ pub fn decode(bytes: &[u8]) -> Vec<Event> {
             events.push(e);
         }
     };
-    while reader.read_available(&mut take).expect("in memory") > 0 {}
-    reader.finish(&mut take);
+    reader.read_to_end(&mut take).expect("in memory");
     events
 }
 

@@ -42,7 +42,7 @@ use super::ownership::{
     self, Ownership, key_id, namespace, node_key, object_id, object_key, volume_keys,
 };
 use super::rules::{
-    self, CHANGES, CausalRule, DNS_WORKLOAD, NODE_DOWN_EFFECTS, NodeTrouble, Scope, is_image_pull,
+    self, CHANGES, CausalRule, NODE_DOWN_EFFECTS, NodeTrouble, Scope, is_image_pull,
     is_node_trouble, is_trouble,
 };
 use super::summary;
@@ -837,7 +837,7 @@ impl Engine {
             if e.reason == "FailedAttachVolume" {
                 self.storage.insert(ns.into(), id);
             }
-            if regex_dns().is_match(&e.object.name) {
+            if rules::is_dns_workload(&e.object.name) {
                 self.dns = Some(id);
             }
             if is_node
@@ -1570,12 +1570,6 @@ fn is_scheduling(e: &Event) -> bool {
         e.reason.as_str(),
         "FailedScheduling" | "TriggeredScaleUp" | "NotTriggerScaleUp" | "Preempted"
     )
-}
-
-fn regex_dns() -> &'static regex::Regex {
-    static PATTERN: std::sync::LazyLock<regex::Regex> =
-        std::sync::LazyLock::new(|| regex::Regex::new(DNS_WORKLOAD).expect("valid"));
-    &PATTERN
 }
 
 /// How fundamental a failure is, for root causes no rule decides: node, storage, image,

@@ -371,6 +371,13 @@ pub fn is_dns_failure(message: &str) -> bool {
     PATTERN.is_match(message)
 }
 
+/// Is this object one of the cluster DNS's (by name)?
+pub fn is_dns_workload(name: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<Regex> =
+        std::sync::LazyLock::new(|| Regex::new(DNS_WORKLOAD).expect("valid"));
+    PATTERN.is_match(name)
+}
+
 /// An image pull problem, by its message.
 pub fn is_image_pull(message: &str) -> bool {
     contains_ignore_case(message, "pull") && contains_ignore_case(message, "image")
